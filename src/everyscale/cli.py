@@ -1,0 +1,55 @@
+"""The `everyscale` command: a thin layer over the library.
+
+Each capability keeps its own subcommands in `everyscale/<capability>/cli.py`,
+which exposes `register(subparsers)`; every subcommand sets `func(args) -> int`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from everyscale import __version__
+
+# The modules that contribute subcommands, in the order `--help` lists them.
+COMMAND_MODULES = (
+    "everyscale.ladder.cli",  # ladder: the main job
+    "everyscale.train.cli",  # train
+    "everyscale.optim.cli",  # describe
+    "everyscale.scale.cli",  # transfer
+    "everyscale.laws.cli",  # fit, predict, allocate
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="everyscale",
+        description="Train neural networks at any scale: optimizers, scale transfer, scaling laws.",
+    )
+    parser.add_argument("--version", action="version", version=f"everyscale {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for module_name in COMMAND_MODULES:
+        importlib.import_module(module_name).register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, FileNotFoundError) as err:
+        # Bad input: one clear line, no traceback.
+        print(f"everyscale {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
