@@ -1,0 +1,125 @@
+"""`everyscale ladder`: the scaling ladder from the command line (a thin layer over run_ladder)."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import re
+
+from everyscale.ladder.plan import (
+    BUDGETS,
+    parse_int_list,
+    parse_target,
+    parse_tokens,
+)
+
+
+def parse_lr_grid(text: str) -> tuple[float, ...]:
+    """'2^-8:2^-3' (every power of two in between) or a comma list '0.01,0.02,2^-4'."""
+
+    def one(item: str) -> float:
+        item = item.strip()
+        match = re.fullmatch(r"2\^(-?\d+)", item)
+        try:
+            value = 2.0 ** int(match.group(1)) if match else float(item)
+        except ValueError:
+            raise ValueError(f"--lr-grid: cannot read {item!r}; write 2^-6 or 0.015") from None
+        if not (math.isfinite(value) and value > 0):
+            raise ValueError(f"--lr-grid: learning rates must be positive and finite, got {item}")
+        return value
+
+    if ":" in text:
+        lo_text, _, hi_text = text.partition(":")
+        lo, hi = one(lo_text), one(hi_text)
+        k_lo, k_hi = math.log2(lo), math.log2(hi)
+        if k_lo != round(k_lo) or k_hi != round(k_hi) or k_hi < k_lo:
+            raise ValueError(
+                f"--lr-grid: a range must run between powers of two, low to high (2^-8:2^-3), "
+                f"got {text!r}"
+            )
+        return tuple(2.0**k for k in range(round(k_lo), round(k_hi) + 1))
+    return tuple(one(item) for item in text.split(",") if item.strip())
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "ladder",
+        help="tune small, train a ladder, fit a scaling law, predict a held-out model, check",
+        description=(
+            "Sweep the learning rate on the smallest GPT, train a ladder of widths x token "
+            "budgets with the transferred learning rate and a WSD schedule, fit the Chinchilla "
+            "and over-training laws with bootstrap intervals, write the prediction for a larger "
+            "held-out model to disk, then train it and report the error beside two naive "
+            "predictions. Writes report.md, ladder.json and plots under --out."
+        ),
+    )
+    p.add_argument(
+        "--budget",
+        choices=BUDGETS,
+        default="small",
+        help="scale of the whole job: small (make demo, <= 10 min on 2 cores), "
+        "medium (the honest run, ~20-40 min), large; tiny is for tests",
+    )
+    p.add_argument("--preset", default="scion", help="optimizer preset (default scion)")
+    p.add_argument(
+        "--data",
+        default="stdlib",
+        help="text data the engine reads: stdlib, shakespeare or a text file",
+    )
+    p.add_argument("--widths", help="ladder widths, comma separated (e.g. 32,48,64)")
+    p.add_argument("--tokens", help="token budgets per width, comma separated (e.g. 512k,1M)")
+    p.add_argument("--target", help="held-out model: WIDTH or WIDTHxTOKENS (e.g. 128x1M)")
+    p.add_argument("--lr-grid", help="sweep grid: 2^-8:2^-3 or a comma list")
+    p.add_argument("--bootstrap", type=int, help="bootstrap resamples for the intervals")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--embeddings",
+        action="store_true",
+        help="count embedding parameters in N (default: without embeddings)",
+    )
+    p.add_argument("--out", default="runs/ladder", help="output folder (default runs/ladder)")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue a ladder in --out, reusing its finished runs",
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=main)
+
+
+def main(args: argparse.Namespace) -> int:
+    from everyscale.ladder import make_plan, run_ladder
+
+    widths = parse_int_list(args.widths, name="--widths") if args.widths else None
+    tokens = (
+        tuple(parse_tokens(t, name="--tokens") for t in args.tokens.split(",") if t.strip())
+        if args.tokens
+        else None
+    )
+    target_width, target_tokens = parse_target(args.target) if args.target else (None, None)
+    plan = make_plan(
+        args.budget,
+        preset=args.preset,
+        data=args.data,
+        widths=widths,
+        tokens=tokens,
+        target_width=target_width,
+        target_tokens=target_tokens,
+        lr_grid=parse_lr_grid(args.lr_grid) if args.lr_grid else None,
+        bootstrap=args.bootstrap,
+        seed=args.seed,
+        embeddings=args.embeddings,
+    )
+    result = run_ladder(plan, args.out, resume=args.resume, progress=not args.quiet)
+    print(f"report: {args.out}/report.md")
+    print(
+        f"held-out loss {result['actual']:.4f}; predicted {result['prediction']:.4f} "
+        f"[{result['interval'][0]:.4f}, {result['interval'][1]:.4f}]: relative error "
+        f"{100 * result['relative_error']:.2f}%, "
+        f"{'inside' if result['inside_interval'] else 'outside'} the interval"
+    )
+    for name, entry in result["naive"].items():
+        print(
+            f"naive {name}: {entry['prediction']:.4f} ({100 * entry['relative_error']:.2f}% error)"
+        )
+    return 0

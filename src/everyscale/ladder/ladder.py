@@ -1,0 +1,381 @@
+"""Run a scaling ladder: tune small, train the ladder, fit, predict big, then check.
+
+``run_ladder(plan, out)`` is everyscale's main job (``everyscale ladder``, ``make demo``):
+
+1. **tune**: sweep the learning rate of the preset on the smallest model;
+2. **transfer**: train every (width, token budget) of the ladder with that learning rate and
+   a warmup-stable-decay schedule (each run ends annealed);
+3. **fit**: the Chinchilla law ``L(N, D) = E + A/N^alpha + B/D^beta`` (Hoffmann et al. 2022
+   [H], fitted as in Besiroglu et al. 2024 [B]) and the over-training law of Gadre et al. 2024
+   [Ga], with bootstrap intervals resampled by run;
+4. **predict** the held-out model's validation loss with an interval and write it to
+   ``prediction.json`` *before* the model is trained;
+5. **check**: train the held-out model and report the relative error, whether the truth fell
+   inside the interval, and the two naive predictions (:mod:`everyscale.ladder.naive`).
+
+Every run keeps its own directory ``OUT/runs/NAME`` with the training engine's
+``config.json``, ``metrics.jsonl`` and ``summary.json``; a finished run (a ``summary.json``
+whose configuration matches) is reused by ``resume=True``, so a killed ladder continues where
+it stopped. A run that diverges in the ladder or the held-out stage stops the ladder with a
+:class:`LadderError`; the finished runs are kept and ``ladder.json`` records the failure
+(``status: "failed"``) with no fit reported.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from everyscale.ladder import naive
+from everyscale.ladder.plan import LadderPlan, RunSpec
+
+# The law the prediction comes from, and the one reported beside it.
+PRIMARY_LAW = "chinchilla"
+SECONDARY_LAW = "overtraining"
+INTERVAL_LEVEL = 0.95  # the prediction interval's coverage (bootstrap percentiles)
+
+
+class LadderError(ValueError):
+    """The ladder cannot go on (a diverged run, an unidentifiable fit); finished runs are kept."""
+
+
+# A training function: (spec, plan, run_dir, resume) -> the run's summary dict.
+TrainFn = Callable[[RunSpec, LadderPlan, Path, bool], dict]
+
+
+def run_ladder(
+    plan: LadderPlan,
+    out: str | os.PathLike,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+    train_fn: TrainFn | None = None,
+) -> dict:
+    """Run the whole ladder under ``out`` and return what ``ladder.json`` holds.
+
+    ``train_fn`` replaces the training engine (tests use it to simulate a diverged run);
+    by default each run is ``everyscale.train.run`` on the plan's GPT.
+    Raises :class:`LadderError` (a ``ValueError``) when a run diverges or the law cannot be
+    fitted; ``ladder.json`` and ``report.md`` then describe the failure.
+    """
+    from everyscale.ladder import report
+
+    out = Path(out)
+    _prepare_out(out, plan, resume)
+    train_fn = train_fn or train_run
+    result: dict = {"status": "running", "plan": plan.to_json(), "runs": []}
+    started = time.time()
+
+    specs = [*plan.sweep_runs(), *plan.ladder_runs(), plan.target_run()]
+    total = sum(_run_cost(plan, s) for s in specs)
+    bar = tqdm(
+        total=total,
+        disable=not progress,
+        desc="ladder",
+        unit="run-equiv",
+        bar_format="{desc}: {percentage:3.0f}%|{bar}| [{elapsed}<{remaining}] {postfix}",
+    )
+
+    def train(spec: RunSpec, *, may_diverge: bool) -> dict:
+        bar.set_postfix_str(spec.name)
+        record = _train_one(spec, plan, out, resume, train_fn)
+        result["runs"].append(record)
+        bar.update(_run_cost(plan, spec))
+        if record["status"] == "diverged" and not may_diverge:
+            raise LadderError(
+                f"run {spec.name} (width {spec.width}, {spec.tokens:,} tokens, lr {spec.lr:g}) "
+                f"diverged: {record.get('error', 'non-finite loss')}. The finished runs are kept "
+                f"in {out / 'runs'}; lower the learning-rate grid or check the data, then run "
+                f"again with --resume"
+            )
+        return record
+
+    try:
+        # 1. tune: a sweep on the smallest model; diverged learning rates are data, not errors.
+        sweep = [train(spec, may_diverge=True) for spec in plan.sweep_runs()]
+        lr, lr_note = choose_lr(sweep)
+        result["lr"] = {"chosen": lr, "note": lr_note, "grid": list(plan.lr_grid)}
+
+        # 2. transfer: the ladder with the chosen learning rate.
+        ladder = [train(spec, may_diverge=False) for spec in plan.ladder_runs(lr)]
+
+        # 3-4. fit and predict, written down before the held-out model is trained.
+        target_spec = plan.target_run(lr)
+        target_info = describe_run(target_spec, plan)
+        prediction = _load_or_make_prediction(out, plan, ladder, target_info, resume)
+        result["fits"] = prediction.pop("fits")
+        result.update(prediction)
+
+        # 5. check.
+        target = train(target_spec, may_diverge=False)
+        result["actual"] = target["final_val_loss"]
+        result.update(compare(prediction, target["final_val_loss"]))
+        result["status"] = "done"
+    except Exception as err:
+        # The report leads with the failure; no verdict is drawn from a ladder that stopped.
+        result["status"] = "failed"
+        result["error"] = (
+            str(err) if isinstance(err, LadderError) else f"{type(err).__name__}: {err}"
+        )
+        raise
+    finally:
+        bar.close()
+        result["wall_seconds"] = time.time() - started
+        report.write_all(out, plan, result)
+    return result
+
+
+# ----------------------------------------------------------------------------- runs
+
+
+def _run_cost(plan: LadderPlan, spec: RunSpec) -> float:
+    """A run's relative cost for the progress bar: tokens x (width^2 + a per-token overhead)."""
+    overhead = 64**2  # embedding, head and Python overhead dominate the smallest models
+    return spec.tokens * (spec.width**2 + overhead) / (min(plan.tokens) * min(plan.widths) ** 2)
+
+
+def describe_run(spec: RunSpec, plan: LadderPlan) -> dict:
+    """Shape and counts of a run, computed before training: N, D (tokens seen) and C = 6ND."""
+    from everyscale.ladder.plan import build_ladder_model
+
+    model = build_ladder_model(plan, spec.width)
+    n_total = int(model.num_params(embeddings=True))
+    n_nonembedding = int(model.num_params(embeddings=False))
+    steps = plan.steps_for(spec.tokens)
+    tokens_seen = steps * plan.tokens_per_step
+    n = n_total if plan.embeddings else n_nonembedding
+    return {
+        "name": spec.name,
+        "stage": spec.stage,
+        "width": spec.width,
+        "depth": plan.depth,
+        "heads": plan.heads_for(spec.width),
+        "lr": spec.lr,
+        "steps": steps,
+        "N": n,
+        "N_total": n_total,
+        "N_nonembedding": n_nonembedding,
+        "D": tokens_seen,
+        "C": 6.0 * n * tokens_seen,
+        "flops_per_token": float(model.flops_per_token()),
+    }
+
+
+def _train_one(spec: RunSpec, plan: LadderPlan, out: Path, resume: bool, train_fn: TrainFn) -> dict:
+    """Train (or reuse) one run and return its record for ladder.json."""
+    record = describe_run(spec, plan)
+    run_dir = out / "runs" / spec.name
+    record["dir"] = str(run_dir.relative_to(out))
+    summary_path = run_dir / "summary.json"
+    if resume and summary_path.exists():
+        summary = json.loads(summary_path.read_text())
+        record["reused"] = True
+    else:
+        record["reused"] = False
+        try:
+            summary = train_fn(spec, plan, run_dir, resume)
+        except Exception as err:
+            if not _is_divergence(err):
+                raise
+            record.update(status="diverged", final_val_loss=None, error=str(err))
+            return record
+    loss = _final_loss(summary)
+    if not math.isfinite(loss):
+        record.update(status="diverged", final_val_loss=None, error="non-finite final loss")
+        return record
+    record.update(
+        status="ok",
+        final_val_loss=loss,
+        wall_seconds=float(summary.get("wall_seconds", summary.get("seconds", math.nan))),
+    )
+    return record
+
+
+def _final_loss(summary: dict) -> float:
+    for key in ("final_val_loss", "val_loss", "final_loss"):
+        if key in summary and summary[key] is not None:
+            return float(summary[key])
+    raise LadderError(f"summary.json has no final validation loss (keys: {sorted(summary)})")
+
+
+def _is_divergence(err: Exception) -> bool:
+    """Whether ``err`` is the training engine's non-finite-loss stop."""
+    try:
+        from everyscale.train import NonFiniteLossError
+    except ImportError:  # an engine without the dedicated exception: recognize it by name
+        return "nonfinite" in type(err).__name__.lower().replace("_", "")
+    return isinstance(err, NonFiniteLossError)
+
+
+def train_run(spec: RunSpec, plan: LadderPlan, run_dir: Path, resume: bool) -> dict:
+    """Train one ladder run with ``everyscale.train.run`` and return its summary."""
+    from everyscale.train import TrainConfig, run
+
+    steps = plan.steps_for(spec.tokens)
+    config = TrainConfig(
+        model="gpt",
+        data=plan.data,
+        width=spec.width,
+        depth=plan.depth,
+        heads=plan.heads_for(spec.width),
+        context=plan.context,
+        batch_size=plan.batch_size,
+        optimizer=plan.preset,
+        lr=spec.lr,
+        steps=steps,
+        schedule=plan.schedule,
+        warmup=plan.warmup,
+        cooldown=plan.cooldown,
+        eval_every=max(1, steps // 4),
+        eval_batches=plan.eval_batches,
+        seed=plan.seed,
+        out=str(run_dir),
+        quiet=True,
+        resume=resume and (run_dir / "config.json").exists(),
+    )
+    return run(config)
+
+
+def choose_lr(sweep: list[dict]) -> tuple[float, str]:
+    """The sweep's best learning rate (lowest final validation loss) and a note on it.
+
+    The note warns when the best sits on the edge of the grid (the true optimum may lie
+    outside it). Raises :class:`LadderError` when every learning rate diverged.
+    """
+    finite = [r for r in sweep if r["status"] == "ok"]
+    if not finite:
+        raise LadderError(
+            "every learning rate of the sweep diverged; lower the grid (e.g. --lr-grid "
+            "2^-10:2^-6) or check the data"
+        )
+    best = min(finite, key=lambda r: r["final_val_loss"])
+    lrs = sorted(r["lr"] for r in sweep)
+    if len(lrs) > 1 and best["lr"] in (lrs[0], lrs[-1]):
+        side = "smallest" if best["lr"] == lrs[0] else "largest"
+        note = f"the best learning rate is the {side} of the grid; the optimum may lie outside it"
+    else:
+        note = "interior optimum of the grid"
+    return float(best["lr"]), note
+
+
+# ----------------------------------------------------------------------------- fit and predict
+
+
+def write_points(path: Path, runs: list[dict]) -> Path:
+    """The ladder as a points file the laws package reads: N, D, C, loss, run."""
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["run", "N", "D", "C", "loss"])
+        for r in runs:
+            writer.writerow([r["name"], r["N"], r["D"], repr(r["C"]), repr(r["final_val_loss"])])
+    return path
+
+
+def fit_and_predict(points_path: Path, plan: LadderPlan, ladder: list[dict], target: dict) -> dict:
+    """Fit the laws, predict the target with intervals, and add the naive predictions."""
+    from everyscale import laws
+
+    points = laws.load_points(points_path)
+    fits, predictions = {}, {}
+    for law in (PRIMARY_LAW, SECONDARY_LAW):
+        try:
+            fit = laws.fit(points, law=law, bootstrap=plan.bootstrap, seed=plan.seed)
+        except ValueError as err:
+            if law == PRIMARY_LAW:
+                raise LadderError(f"the {law} law cannot be fitted to this ladder: {err}") from err
+            fits[law] = {"error": str(err)}
+            continue
+        fits[law] = fit.to_json()
+        inputs = {"N": target["N"], "D": target["D"]}
+        lo, hi = fit.interval(**inputs, level=INTERVAL_LEVEL)
+        predictions[law] = {
+            "prediction": float(fit.predict(**inputs)),
+            "interval": [float(lo), float(hi)],
+        }
+    primary = predictions[PRIMARY_LAW]
+    return {
+        "law": PRIMARY_LAW,
+        "target": target,
+        "prediction": primary["prediction"],
+        "interval": primary["interval"],
+        "interval_level": INTERVAL_LEVEL,
+        "predictions": predictions,
+        "naive": naive.naive_predictions(
+            [r["C"] for r in ladder], [r["final_val_loss"] for r in ladder], target["C"]
+        ),
+        "fits": fits,
+    }
+
+
+def _load_or_make_prediction(
+    out: Path, plan: LadderPlan, ladder: list[dict], target: dict, resume: bool
+) -> dict:
+    """Fit and predict, and write ``prediction.json`` before the target is trained.
+
+    On resume an existing prediction is kept as written (it predates the target's training).
+    """
+    path = out / "prediction.json"
+    if resume and path.exists():
+        return json.loads(path.read_text())
+    prediction = fit_and_predict(write_points(out / "points.csv", ladder), plan, ladder, target)
+    prediction["written_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    _write_json_atomic(path, prediction)
+    return json.loads(path.read_text())
+
+
+def compare(prediction: dict, actual: float) -> dict:
+    """Relative errors of the law and the naive predictions against the held-out truth."""
+    lo, hi = prediction["interval"]
+    naive_results = {
+        name: {**entry, "relative_error": naive.relative_error(entry["prediction"], actual)}
+        for name, entry in prediction["naive"].items()
+    }
+    rel = naive.relative_error(prediction["prediction"], actual)
+    better_naive = min(v["relative_error"] for v in naive_results.values())
+    others = {
+        law: {**p, "relative_error": naive.relative_error(p["prediction"], actual)}
+        for law, p in prediction["predictions"].items()
+    }
+    return {
+        "relative_error": rel,
+        "inside_interval": bool(lo <= actual <= hi),
+        "naive": naive_results,
+        "predictions": others,
+        "beats_naive_by_half": bool(rel <= 0.5 * better_naive),
+    }
+
+
+# ----------------------------------------------------------------------------- files
+
+
+def _prepare_out(out: Path, plan: LadderPlan, resume: bool) -> None:
+    """Create ``out`` and record the plan; refuse to mix two different ladders in one folder."""
+    plan_path = out / "plan.json"
+    if plan_path.exists():
+        if not resume:
+            raise ValueError(
+                f"--out: {out} already holds a ladder; pass --resume to continue it or choose "
+                f"another --out"
+            )
+        old = json.loads(plan_path.read_text())
+        if old != json.loads(json.dumps(plan.to_json())):
+            changed = sorted(k for k in plan.to_json() if old.get(k) != plan.to_json()[k])
+            raise ValueError(
+                f"--resume: {out} holds a ladder with a different plan (fields {changed} "
+                f"differ); use the same options as before or another --out"
+            )
+    (out / "runs").mkdir(parents=True, exist_ok=True)
+    _write_json_atomic(plan_path, plan.to_json())
+
+
+def _write_json_atomic(path: Path, data: dict) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, allow_nan=True) + "\n")
+    os.replace(tmp, path)
