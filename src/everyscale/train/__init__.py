@@ -1,0 +1,26 @@
+"""everyscale.train: offline data, models, schedules, and a training loop that never loses a run.
+
+    from everyscale.train import TrainConfig, run
+    summary = run(TrainConfig(model="gpt", data="shakespeare", steps=200, out="runs/demo"))
+
+See ``loop.py`` for the files a run writes and how resume stays exact.
+"""
+
+from everyscale.train.checkpoint import CheckpointError
+from everyscale.train.config import TrainConfig
+from everyscale.train.data import load_dataset
+from everyscale.train.loop import NonFiniteLossError, TrainingInterrupted, evaluate, run
+from everyscale.train.models import build_model
+from everyscale.train.schedules import get_schedule
+
+__all__ = [
+    "CheckpointError",
+    "NonFiniteLossError",
+    "TrainConfig",
+    "TrainingInterrupted",
+    "build_model",
+    "evaluate",
+    "get_schedule",
+    "load_dataset",
+    "run",
+]

@@ -1,0 +1,200 @@
+"""``TrainConfig``: everything that defines a training run, validated before any work starts."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from everyscale.train.models import MODELS
+from everyscale.train.schedules import get_schedule
+
+__all__ = ["KNOWN_OPTIMIZERS", "RESUME_FREE_FIELDS", "TrainConfig", "known_optimizers"]
+
+# The presets of everyscale.optim (BRIEF §1), used only if that package cannot be imported.
+KNOWN_OPTIMIZERS = (
+    "sgd",
+    "normalized_sgd",
+    "signsgd",
+    "signum",
+    "lion",
+    "adamw",
+    "muon",
+    "scion",
+    "uscion",
+    "clipped_scion",
+)
+
+# Fields that may differ between a run and its resumption: they change where and how loudly a
+# run reports, not the sequence of updates.
+RESUME_FREE_FIELDS = frozenset(
+    {"out", "resume", "quiet", "threads", "checkpoint_every", "keep_checkpoint", "eval_every"}
+)
+
+IMAGE_MODELS = ("mlp", "cnn")
+
+
+def known_optimizers() -> tuple[str, ...]:
+    """The optimizer preset names, from ``everyscale.optim.PRESETS`` when it is available."""
+    try:
+        from everyscale.optim import PRESETS
+    except (ImportError, AttributeError):
+        return KNOWN_OPTIMIZERS
+    return tuple(PRESETS)
+
+
+@dataclass
+class TrainConfig:
+    """One training run. Field names match the ``everyscale train`` flags (``-`` for ``_``).
+
+    Model shape: ``width``, ``depth`` (all models), ``heads``, ``context``, ``tied``,
+    ``residual_multiplier`` (GPT only). ``cooldown=None`` means 0.3 for ``wsd`` (Scion's
+    recipe [S]) and 0 for the other schedules. ``batch_size`` is examples per optimizer step,
+    split into ``grad_accum`` equal micro-batches. ``clip`` is a max global gradient norm
+    (``None``: no clipping). ``eval_every=0`` evaluates only at the end; otherwise also at step
+    0 and every ``eval_every`` steps. ``checkpoint_every=0`` checkpoints only at the end and on
+    SIGINT/SIGTERM; ``keep_checkpoint=False`` deletes the checkpoint after a completed run
+    (for sweeps of many small runs).
+    """
+
+    model: str = "gpt"
+    data: str = "shakespeare"
+    width: int = 128
+    depth: int = 4
+    heads: int = 4
+    context: int = 128
+    tied: bool = False
+    residual_multiplier: float = 1.0
+    optimizer: str = "adamw"
+    lr: float = 1e-3
+    optimizer_options: dict[str, Any] = field(default_factory=dict)
+    schedule: str = "constant"
+    warmup: float = 0.0
+    cooldown: float | None = None
+    steps: int = 100
+    batch_size: int = 32
+    grad_accum: int = 1
+    clip: float | None = None
+    eval_every: int = 0
+    val_windows: int = 256
+    checkpoint_every: int = 0
+    keep_checkpoint: bool = True
+    seed: int = 0
+    threads: int | None = None
+    out: str = "runs/default"
+    resume: bool = False
+    quiet: bool = False
+
+    # ------------------------------------------------------------------ JSON
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self, path: str | os.PathLike | None = None) -> str:
+        """The config as JSON text; also written to ``path`` when given."""
+        text = json.dumps(self.to_dict(), indent=2, sort_keys=True)
+        if path is not None:
+            Path(path).write_text(text + "\n")
+        return text
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - names)
+        if unknown:
+            raise ValueError(
+                f"unknown TrainConfig field(s) {', '.join(unknown)}; valid fields: "
+                + ", ".join(sorted(names))
+            )
+        return cls(**values)
+
+    @classmethod
+    def from_json(cls, text_or_path: str | os.PathLike) -> TrainConfig:
+        """Parse JSON text, or read it from a file path."""
+        text = str(text_or_path)
+        if not text.lstrip().startswith("{"):
+            path = Path(text)
+            if not path.is_file():
+                raise FileNotFoundError(f"config file {path} does not exist")
+            text = path.read_text()
+        try:
+            values = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"config is not valid JSON: {err}") from err
+        if not isinstance(values, dict):
+            raise ValueError("config JSON must be an object of field: value pairs")
+        return cls.from_dict(values)
+
+    # ------------------------------------------------------------------ validation
+
+    @property
+    def effective_cooldown(self) -> float:
+        if self.cooldown is not None:
+            return self.cooldown
+        return 0.3 if self.schedule == "wsd" else 0.0
+
+    @property
+    def is_text(self) -> bool:
+        return self.model == "gpt"
+
+    def validate(self, check_optimizer: bool = True) -> None:
+        """Raise ``ValueError`` naming the field and the fix for any inconsistent setting.
+
+        Checks that need the data (the context against the text's length, a missing file) run
+        in :func:`everyscale.train.run` right after loading it, still before training.
+        """
+        if self.model not in MODELS:
+            raise ValueError(f"unknown model {self.model!r}: choose one of {', '.join(MODELS)}")
+        integers = {
+            "width": (self.width, 1),
+            "depth": (self.depth, 1),
+            "heads": (self.heads, 1),
+            "context": (self.context, 1),
+            "steps": (self.steps, 1),
+            "batch_size": (self.batch_size, 1),
+            "grad_accum": (self.grad_accum, 1),
+            "val_windows": (self.val_windows, 1),
+            "eval_every": (self.eval_every, 0),
+            "checkpoint_every": (self.checkpoint_every, 0),
+            "seed": (self.seed, 0),
+        }
+        for name, (value, low) in integers.items():
+            if not isinstance(value, int) or isinstance(value, bool) or value < low:
+                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+        if self.threads is not None and (not isinstance(self.threads, int) or self.threads < 1):
+            raise ValueError(f"threads must be a positive integer or None, got {self.threads!r}")
+        if self.model == "gpt" and self.width % self.heads:
+            raise ValueError(
+                f"width={self.width} is not divisible by heads={self.heads}: change --width "
+                f"to a multiple of {self.heads} or --heads to a divisor of {self.width}"
+            )
+        if self.batch_size % self.grad_accum:
+            raise ValueError(
+                f"batch_size={self.batch_size} is not divisible by grad_accum={self.grad_accum}: "
+                "each step splits the batch into grad_accum equal micro-batches"
+            )
+        for name in ("lr", "residual_multiplier"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+                raise ValueError(f"{name} must be a positive finite number, got {value!r}")
+        if self.clip is not None and not (math.isfinite(self.clip) and self.clip > 0):
+            raise ValueError(f"clip must be a positive max gradient norm or None, got {self.clip}")
+        if not isinstance(self.optimizer_options, dict):
+            raise ValueError("optimizer_options must be a dict of keyword arguments")
+        # Builds the schedule once to run its own checks (unknown name, fractions).
+        get_schedule(self.schedule, self.steps, self.warmup, self.effective_cooldown)
+        if check_optimizer and self.optimizer not in known_optimizers():
+            raise ValueError(
+                f"unknown optimizer {self.optimizer!r}: choose one of "
+                + ", ".join(known_optimizers())
+            )
+        if not self.out:
+            raise ValueError("out must name a directory for the run's files")
+
+    def fingerprint(self) -> dict[str, Any]:
+        """The fields that must match for a checkpoint to be resumed under this config."""
+        return {k: v for k, v in self.to_dict().items() if k not in RESUME_FREE_FIELDS}
