@@ -45,7 +45,7 @@ _BUDGET_DEFAULTS: dict[str, dict] = {
     "tiny": dict(
         widths=(16, 24, 32),
         tokens=(8_192, 16_384),
-        target_width=64,
+        target_width=None,  # None: the narrowest width with >= 4x the largest ladder model's N
         target_tokens=None,  # None: the largest ladder budget
         depth=1,
         context=32,
@@ -57,7 +57,7 @@ _BUDGET_DEFAULTS: dict[str, dict] = {
     "small": dict(
         widths=(32, 48, 64),
         tokens=(524_288, 1_048_576),
-        target_width=128,
+        target_width=None,
         target_tokens=None,
         depth=2,
         context=64,
@@ -69,7 +69,7 @@ _BUDGET_DEFAULTS: dict[str, dict] = {
     "medium": dict(
         widths=(32, 48, 64, 96),
         tokens=(1_048_576, 2_097_152, 4_194_304),
-        target_width=192,
+        target_width=None,
         target_tokens=None,
         depth=2,
         context=64,
@@ -81,7 +81,7 @@ _BUDGET_DEFAULTS: dict[str, dict] = {
     "large": dict(
         widths=(64, 96, 128, 192),
         tokens=(4_194_304, 8_388_608, 16_777_216),
-        target_width=384,
+        target_width=None,
         target_tokens=None,
         depth=4,
         context=128,
@@ -268,13 +268,14 @@ def make_plan(
     defaults.pop("tokens", None)
     default_target_width = defaults.pop("target_width")
     default_target_tokens = defaults.pop("target_tokens")
+    count_params = count_params or model_params
     plan = LadderPlan(
         budget=budget,
         preset=preset,
         data=data,
         widths=tuple(sorted(int(w) for w in widths)),
         tokens=tuple(sorted(int(t) for t in tokens)),
-        target_width=int(target_width if target_width is not None else default_target_width),
+        target_width=int(target_width or default_target_width or 0),  # 0: chosen below
         target_tokens=int(
             target_tokens
             if target_tokens is not None
@@ -286,8 +287,22 @@ def make_plan(
         embeddings=embeddings,
         **{k: v for k, v in defaults.items() if k not in ("lr_grid", "bootstrap")},
     )
-    validate_plan(plan, count_params or model_params)
+    if plan.target_width == 0:
+        plan = dataclasses.replace(plan, target_width=auto_target_width(plan, count_params))
+    validate_plan(plan, count_params)
     return plan
+
+
+def auto_target_width(plan: LadderPlan, count_params: Callable[[LadderPlan, int], int]) -> int:
+    """The narrowest multiple of 16 wider than the ladder whose ``N`` is at least
+    ``TARGET_FACTOR`` times the largest ladder model's (the output head grows only linearly
+    with width, so doubling the width gives a bit less than 4x)."""
+    largest = max(plan.widths)
+    needed = TARGET_FACTOR * count_params(plan, largest)
+    width = (largest // HEAD_DIM + 1) * HEAD_DIM
+    while count_params(plan, width) < needed:
+        width += HEAD_DIM
+    return width
 
 
 def validate_plan(plan: LadderPlan, count_params: Callable[[LadderPlan, int], int]) -> None:
@@ -309,8 +324,8 @@ def validate_plan(plan: LadderPlan, count_params: Callable[[LadderPlan, int], in
     for w in (*plan.widths, plan.target_width):
         if w % plan.heads_for(w):
             raise ValueError(
-                f"--widths/--target: width {w} is not a multiple of the head size {HEAD_DIM}; "
-                f"use multiples of {HEAD_DIM} (or widths below {HEAD_DIM})"
+                f"--widths/--target: width {w} does not split into {plan.heads_for(w)} "
+                f"attention heads (one per {HEAD_DIM} units); use multiples of {HEAD_DIM}"
             )
     if len(set(plan.widths)) < 3:
         raise ValueError(
