@@ -87,13 +87,13 @@ def test_every_budget_plans_an_identifiable_ladder_and_a_real_extrapolation(budg
 
 
 def test_planner_refuses_ladders_that_cannot_identify_the_law():
-    with pytest.raises(ValueError, match="--widths.*3 distinct"):
+    with pytest.raises(ValueError, match=r"--widths.*3 distinct"):
         make_plan("small", widths=(32, 64), count_params=hand_count)
-    with pytest.raises(ValueError, match="--widths.*3 distinct"):
+    with pytest.raises(ValueError, match=r"--widths.*3 distinct"):
         make_plan("small", widths=(32, 32, 64), count_params=hand_count)
-    with pytest.raises(ValueError, match="--tokens.*2 distinct"):
+    with pytest.raises(ValueError, match=r"--tokens.*2 distinct"):
         make_plan("small", tokens=(2**20,), count_params=hand_count)
-    with pytest.raises(ValueError, match="--tokens.*fewer than"):
+    with pytest.raises(ValueError, match=r"--tokens.*fewer than"):
         make_plan("small", tokens=(1024, 2**20), count_params=hand_count)
     with pytest.raises(ValueError, match="--budget"):
         make_plan("huge", count_params=hand_count)
@@ -103,12 +103,12 @@ def test_planner_refuses_ladders_that_cannot_identify_the_law():
 
 def test_planner_refuses_a_target_that_does_not_extrapolate():
     # Smaller than the largest ladder model.
-    with pytest.raises(ValueError, match="--target.*smaller than the largest"):
+    with pytest.raises(ValueError, match=r"--target.*smaller than the largest"):
         make_plan("small", target_width=48, count_params=hand_count)
-    with pytest.raises(ValueError, match="--target.*smaller than the largest"):
+    with pytest.raises(ValueError, match=r"--target.*smaller than the largest"):
         make_plan("small", target_width=128, target_tokens=2**19, count_params=hand_count)
     # Larger, but not 4x in either parameters or tokens.
-    with pytest.raises(ValueError, match="--target.*at least 4x"):
+    with pytest.raises(ValueError, match=r"--target.*at least 4x"):
         make_plan("small", target_width=128, count_params=hand_count)  # 3.7x with the head
     # The default target is the narrowest multiple of 16 with >= 4x the parameters.
     plan = make_plan("small", count_params=hand_count)
