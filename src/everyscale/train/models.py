@@ -120,11 +120,11 @@ class GPT(nn.Module):
     Counting (``d`` = width, ``L`` = depth, ``V`` = vocab, ``T`` = context):
     non-embedding parameters ``N = L (12 d^2 + 2 d) + d`` (q, k, v, o: 4 d^2; MLP: 8 d^2;
     two gains per block and a final gain); the embedding adds ``V d`` and an untied head
-    another ``V d``. Training FLOPs per token ``6 (N + V d)`` (every weight matrix, including
-    the head, is used once per token; the embedding is a lookup and costs nothing; gains are
-    ignored as O(d)), plus with ``attention=True`` the attention term ``6 L T d`` of [K, Table 1]:
-    scores and value mixing cost ``2 T d`` each per token and layer over the full window,
-    halved because the causal mask leaves on average half the window.
+    another ``V d``. Training FLOPs per token ``6 (12 L d^2 + V d)`` (every weight matrix,
+    including the head, is used once per token; the embedding is a lookup and costs nothing;
+    the O(d) gains are ignored), plus with ``attention=True`` the attention term ``6 L T d``
+    of [K, Table 1]: scores and value mixing cost ``2 T d`` each per token and layer over the
+    full window, halved because the causal mask leaves on average half the window.
     """
 
     def __init__(
@@ -191,7 +191,8 @@ class GPT(nn.Module):
         return total - vocab_matrices
 
     def flops_per_token(self, attention: bool = True) -> float:
-        matmul_params = self.num_params(embeddings=False) + self.vocab * self.width
+        # Every nn.Linear weight (the head included, tied or not) is one multiply-add per token.
+        matmul_params = sum(m.weight.numel() for m in self.modules() if isinstance(m, nn.Linear))
         flops = 6.0 * matmul_params
         if attention:
             flops += 6.0 * self.depth * self.context * self.width
