@@ -32,6 +32,8 @@ class CoordResult:
     widths: list[int]
     steps: int
     rms: dict[int, list[dict[str, float]]] = field(default_factory=dict)
+    lr: float | None = None
+    label: str = ""
 
     @property
     def layers(self) -> list[str]:
@@ -66,6 +68,7 @@ class CoordResult:
         spreads = {str(s): self.spread(s) for s in range(self.steps + 1)}
         worst, layer, step = self.max_spread(range(1, self.steps + 1)) if self.steps else (1, "", 0)
         return {
+            "lr": self.lr,
             "widths": self.widths,
             "steps": self.steps,
             "rms": {str(w): v for w, v in self.rms.items()},

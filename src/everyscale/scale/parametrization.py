@@ -50,7 +50,7 @@ WidthRule = Literal["none", "mup"]
 
 # Presets whose role norms make every parameter's update width independent by construction.
 NORM_SCALED_PRESETS = frozenset({"scion", "uscion", "clipped_scion"})
-ROLES = ("input", "hidden", "output", "vector")
+ROLES = ("input", "hidden", "output", "vector", "tied")  # tied: one embedding/head matrix
 
 
 @dataclass(frozen=True)
@@ -134,8 +134,11 @@ class ScalePlan:
                     )
                 by_factor.setdefault(factors[name], []).append(p)
             for factor, params in by_factor.items():
-                new_group = {k: v for k, v in group.items() if k != "params"}
+                new_group = {k: v for k, v in group.items() if k not in ("params", "param_names")}
                 new_group["params"] = params
+                if "param_names" in group:  # torch's named param groups, kept in step
+                    group_names = dict(zip(map(id, group["params"]), group["param_names"]))
+                    new_group["param_names"] = [group_names[id(p)] for p in params]
                 new_group["lr"] = group["lr"] * factor
                 new_group["lr_factor"] = factor
                 new_groups.append(new_group)
@@ -222,6 +225,7 @@ def _width_lr_factor(preset: str, role: str, m_in: float, m_out: float, rule: st
         return 1.0
     if preset == "muon" and role == "hidden":
         return 1.0  # Muon's spectral update already meets the spectral condition
+    role = "input" if role == "tied" else role  # a tied matrix is stored as the embedding
     if update_family(preset) == "linear":
         return {"input": m_out, "hidden": 1.0, "output": 1 / m_in, "vector": m_out}[role]
     return {"input": 1.0, "hidden": 1 / m_in, "output": 1 / m_in, "vector": 1.0}[role]
@@ -368,26 +372,23 @@ def init_(model: nn.Module, preset: str, **overrides) -> nn.Module:
     """Initialize every parameter on the boundary of its role's norm ball, times its radius.
 
     The preset (through :func:`everyscale.optim.optimizer`) gives each parameter its norm and
-    radius; each norm's ``init_`` then draws a point of norm ``radius``: semi-orthogonal for
-    Spectral (scaled ``sqrt(d_out/d_in)``), unit columns/rows for ColNorm/RowNorm, random signs
-    for Sign, zeros for RMS vectors that are biases (BRIEF §1, [S]). Geometries without a ball
-    (SGD's identity, Adam's diagonal) keep PyTorch's default initialization.
+    radius; each norm's ``init_`` then draws a point of norm exactly ``radius``: semi-orthogonal
+    for Spectral (scaled ``sqrt(d_out/d_in)``), unit columns/rows for ColNorm/RowNorm, random
+    signs for Sign (``1/d_in`` for the head), constant gains for RMS vectors (BRIEF §1, [S]).
+    Only groups whose step uses the radius (``constrained``, ``unconstrained``, ``clipped``)
+    have a ball; steepest-descent groups (``sharp``: SGD, AdamW) keep the model's own
+    initialization, which is the standard parametrization.
     """
-    from everyscale.optim import optimizer
-    from everyscale.optim.norms import get_norm
+    from everyscale.optim import get_norm, optimizer
 
     opt = optimizer(model, preset, lr=1e-3, **overrides)
     with torch.no_grad():
         for group in opt.param_groups:
-            norm = group.get("norm")
-            if norm is None:
+            if group.get("step") not in ("constrained", "unconstrained", "clipped"):
                 continue
+            norm = group["norm"]
             if isinstance(norm, str):
-                norm = get_norm(norm)
-            radius = group.get("radius", 1.0)
+                norm = get_norm(norm, **group.get("norm_kwargs", {}))
             for p in group["params"]:
-                try:
-                    norm.init_(p, radius)
-                except NotImplementedError:
-                    break  # no ball for this geometry: keep the default initialization
+                norm.init_(p, group["radius"])
     return model

@@ -65,31 +65,33 @@ def plot_transfer(result: dict, path: str | Path) -> Path:
     return path
 
 
-def plot_coord(result: CoordResult, path: str | Path, title: str = "") -> Path:
-    """One panel per step (0 = initialization): each layer's output RMS against width."""
-    steps = list(range(result.steps + 1))
+def plot_coord(results: CoordResult | dict[str, CoordResult], path: str | Path) -> Path:
+    """The coordinate check: one row per result (e.g. per optimizer), one panel per step
+    (0 = initialization), each layer's output RMS against width (flat = transfers)."""
+    if isinstance(results, CoordResult):
+        results = {results.label or "": results}
+    columns = max(r.steps for r in results.values()) + 1
     fig, axes = plt.subplots(
-        1, len(steps), figsize=(3.2 * len(steps), 3.4), squeeze=False, sharey=True
+        len(results), columns, figsize=(3.0 * columns + 1.5, 2.8 * len(results)), squeeze=False
     )
-    layers = result.layers
     cmap = plt.get_cmap("tab20")
-    for ax, step in zip(axes[0], steps):
-        for i, layer in enumerate(layers):
-            values = [result.rms[w][step][layer] for w in result.widths]
-            ax.plot(result.widths, values, "-o", ms=3, color=cmap(i % 20), label=layer)
-        spread = max(result.spread(step).values())
-        ax.set_title(f"step {step}  (max spread {spread:.2f}x)", fontsize=9)
-        ax.set_xscale("log", base=2)
-        ax.set_yscale("log")
+    for row, (name, result) in zip(axes, results.items()):
+        for step, ax in enumerate(row[: result.steps + 1]):
+            for i, layer in enumerate(result.layers):
+                values = [result.rms[w][step][layer] for w in result.widths]
+                ax.plot(result.widths, values, "-o", ms=2, lw=1, color=cmap(i % 20), label=layer)
+            spread = max(result.spread(step).values())
+            ax.set_title(f"{result.label or name}: step {step} (spread {spread:.2f}x)", fontsize=8)
+            ax.set_xscale("log", base=2)
+            ax.set_yscale("log")
+            ax.grid(alpha=0.3)
+        row[0].set_ylabel("output RMS")
+        if len(result.layers) <= 24:
+            row[-1].legend(fontsize=5, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    for ax in axes[-1]:
         ax.set_xlabel("width")
-        ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel("output RMS")
-    if len(layers) <= 20:
-        axes[0][-1].legend(fontsize=5, loc="center left", bbox_to_anchor=(1.0, 0.5))
-    if title:
-        fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     path = Path(path)
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=100)
     plt.close(fig)
     return path

@@ -18,9 +18,21 @@ Reference: [Y] Yang et al., *Tensor Programs V* (2022).
 from __future__ import annotations
 
 import itertools
+import json
 import math
 import re
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from everyscale.scale.coord import CoordResult, coord_check
+from everyscale.scale.parametrization import BaseShape, base_shapes, init_, plan
+from everyscale.scale.plots import plot_coord, plot_transfer
+from everyscale.scale.rules import residual_multiplier, update_family
 
 _POWER = re.compile(r"^\s*([0-9.]+)\s*\^\s*(-?[0-9.]+)\s*$")
 
@@ -173,4 +185,292 @@ def analyse(
             and not any(e["best_at_grid_edge"] for e in per_size.values()),
             "transfers": bool(all_found and shift <= 1 and falls),
         }
+    return out
+
+
+# ----------------------------------------------------------------------------- the sweep
+
+
+@dataclass
+class SweepConfig:
+    """A learning-rate sweep across widths (or depths): the grid and the shared training setup.
+
+    ``widths`` are swept unless ``depths`` is given (then ``width`` is fixed); ``depth`` is the
+    fixed depth of a width sweep. The smallest size is the proxy: the base shape of the
+    :class:`~everyscale.scale.parametrization.ScalePlan` and, for depth, of the residual
+    multiplier ``(L / L_min)^-alpha``. GPT heads: ``heads`` fixed, or (default) ``width //
+    head_dim``. ``init="preset"`` re-initializes every model on its preset's norm balls
+    (:func:`~everyscale.scale.parametrization.init_`); geometries without a ball (AdamW, SGD)
+    keep the model's default initialization, i.e. the standard parametrization.
+    """
+
+    model: str = "gpt"
+    data: str = "shakespeare"
+    widths: list[int] = field(default_factory=lambda: [64, 128, 256, 512])
+    depths: list[int] | None = None
+    optimizers: list[str] = field(default_factory=lambda: ["scion", "adamw"])
+    lrs: list[float] = field(default_factory=lambda: parse_lr_grid("2^-14:2^-1"))
+    seeds: int = 2
+    steps: int = 200
+    batch_size: int = 16
+    context: int = 64
+    width: int = 128
+    depth: int = 2
+    heads: int | None = None
+    head_dim: int = 16
+    alpha: float = 1.0
+    width_rule: str = "none"
+    init: str = "preset"
+    schedule: str = "wsd"
+    val_windows: int = 128
+    coord_steps: int = 3
+    out: str = "runs/transfer"
+
+    @property
+    def axis(self) -> str:
+        return "depth" if self.depths else "width"
+
+    @property
+    def sizes(self) -> list[int]:
+        return sorted(set(self.depths if self.depths else self.widths))
+
+    def shape(self, size: int) -> dict:
+        """Model shape at one size of the sweep: width, depth, heads, residual multiplier."""
+        width = self.width if self.axis == "depth" else size
+        depth = size if self.axis == "depth" else self.depth
+        shape = {"width": width, "depth": depth}
+        if self.model == "gpt":
+            shape["heads"] = self.heads if self.heads else width // self.head_dim
+            base_depth = min(self.sizes) if self.axis == "depth" else depth
+            shape["residual_multiplier"] = residual_multiplier(depth, base_depth, self.alpha)
+        return shape
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the setting to change; runs before any training."""
+        if len(self.sizes) < 2:
+            raise ValueError(f"{self.axis}s: give at least two sizes to compare, got {self.sizes}")
+        if not self.optimizers:
+            raise ValueError("optimizers: give at least one preset, e.g. --optimizers scion,adamw")
+        for preset in self.optimizers:
+            update_family(preset)
+        if not self.lrs:
+            raise ValueError("lr-grid: the grid is empty; give e.g. 2^-10:2^-3")
+        if any(not math.isfinite(lr) or lr <= 0 for lr in self.lrs):
+            raise ValueError(f"lr-grid: every learning rate must be finite and > 0: {self.lrs}")
+        if self.seeds < 1:
+            raise ValueError(f"seeds: give at least 1 seed, got {self.seeds}")
+        if self.init not in ("preset", "default"):
+            raise ValueError(f"init: choose 'preset' or 'default', got {self.init!r}")
+        if self.width_rule not in ("none", "mup"):
+            raise ValueError(f"width-rule: choose 'none' or 'mup', got {self.width_rule!r}")
+        if self.model == "gpt":
+            for size in self.sizes:
+                width = self.width if self.axis == "depth" else size
+                if self.heads and width % self.heads:
+                    raise ValueError(
+                        f"widths: width {width} is not divisible by heads={self.heads}; use "
+                        f"widths that are multiples of {self.heads} or change --heads"
+                    )
+                if not self.heads and width % self.head_dim:
+                    raise ValueError(
+                        f"widths: width {width} is not divisible by head-dim={self.head_dim}; "
+                        f"use widths that are multiples of {self.head_dim} or change --head-dim"
+                    )
+        for size in self.sizes:
+            self.train_config("scion", size, self.lrs[0], 0).validate(check_optimizer=False)
+
+    def run_dir(self, optimizer: str, size: int, lr: float, seed: int) -> Path:
+        return (
+            Path(self.out)
+            / "runs"
+            / optimizer
+            / f"{self.axis}{size}"
+            / f"lr{lr:.6e}"
+            / (f"seed{seed}")
+        )
+
+    def train_config(self, optimizer: str, size: int, lr: float, seed: int):
+        from everyscale.train import TrainConfig
+
+        return TrainConfig(
+            model=self.model,
+            data=self.data,
+            context=self.context,
+            optimizer=optimizer,
+            lr=lr,
+            schedule=self.schedule,
+            steps=self.steps,
+            batch_size=self.batch_size,
+            seed=seed,
+            val_windows=self.val_windows,
+            keep_checkpoint=False,
+            resume=True,
+            quiet=True,
+            out=str(self.run_dir(optimizer, size, lr, seed)),
+            **self.shape(size),
+        )
+
+    def build(self, size: int, dataset) -> nn.Module:
+        """The model at one size (used for the proxy's base shapes and the coordinate check)."""
+        from everyscale.train.loop import build_model_for
+
+        return build_model_for(self.train_config("scion", size, self.lrs[0], 0), dataset)
+
+
+def make_optimizer_factory(
+    preset: str,
+    lr: float,
+    base: nn.Module | Mapping[str, Sequence[int]] | BaseShape,
+    *,
+    alpha: float = 1.0,
+    width_rule: str = "none",
+    init: str = "preset",
+    width: int | None = None,
+) -> Callable[[nn.Module], torch.optim.Optimizer]:
+    """``model -> optimizer`` for a scaled run: initialize on the preset's norm balls
+    (``init="preset"``), build the preset at ``lr``, and apply the :class:`ScalePlan`'s
+    per-parameter learning-rate factors relative to ``base`` (the proxy)."""
+    from everyscale.optim import optimizer as build_optimizer
+
+    def factory(model: nn.Module) -> torch.optim.Optimizer:
+        if init == "preset":
+            init_(model, preset)
+        example = model.example_input() if hasattr(model, "example_input") else None
+        scaling = plan(
+            model,
+            preset,
+            base,
+            width=width,
+            alpha=alpha,
+            width_rule=width_rule,
+            example_input=example,
+        )
+        return scaling.apply(build_optimizer(model, preset, lr=lr), model)
+
+    return factory
+
+
+def _read_finished(run_dir: Path, config) -> float | None:
+    """The final validation loss of a finished run (``inf`` if it diverged), or ``None`` when
+    the run has not finished. A finished run with other settings is an error, not a reuse."""
+    summary_path = run_dir / "summary.json"
+    if not summary_path.exists():
+        return None
+    summary = json.loads(summary_path.read_text())
+    if summary.get("status") not in ("completed", "diverged"):
+        return None  # interrupted: train again, resuming from its checkpoint
+    from everyscale.train import TrainConfig
+
+    stored = TrainConfig.from_json(run_dir / "config.json").fingerprint()
+    if stored != config.fingerprint():
+        raise ValueError(
+            f"out: {run_dir} holds a finished run with other settings; use a new --out or "
+            "the settings it was trained with"
+        )
+    if summary["status"] == "diverged":
+        return math.inf
+    loss = summary.get("final_val_loss")
+    return float(loss) if loss is not None and math.isfinite(loss) else math.inf
+
+
+def sweep(config: SweepConfig, *, progress: bool = True) -> dict:
+    """Train the grid (optimizers x sizes x learning rates x seeds), resumably, and analyse it.
+
+    Finished runs (a ``summary.json`` saying completed or diverged) are read back, not
+    retrained; interrupted ones resume from their checkpoint. Writes under ``config.out``:
+    ``transfer.json`` (:func:`analyse` plus the sweep's settings and time), ``transfer.png``,
+    and for width sweeps ``coord.json`` / ``coord.png`` (:func:`coordinate_check`).
+    """
+    from tqdm.auto import tqdm
+
+    from everyscale.train import NonFiniteLossError, load_dataset, run
+
+    config.validate()
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    dataset = load_dataset(
+        config.data,
+        context=config.context if config.model == "gpt" else None,
+        max_val_windows=config.val_windows,
+    )
+    proxy = base_shapes(config.build(min(config.sizes), dataset))
+    grid = [
+        (opt, size, lr, seed)
+        for opt in config.optimizers
+        for size in config.sizes
+        for lr in config.lrs
+        for seed in range(config.seeds)
+    ]
+    records, trained, start = [], 0, time.perf_counter()
+    bar = tqdm(grid, desc=f"transfer ({config.axis})", unit="run", disable=not progress)
+    for opt, size, lr, seed in bar:
+        bar.set_postfix_str(f"{opt} {config.axis}={size} lr={lr:.3g} seed={seed}")
+        train_config = config.train_config(opt, size, lr, seed)
+        loss = _read_finished(Path(train_config.out), train_config)
+        if loss is None:
+            factory = make_optimizer_factory(
+                opt,
+                lr,
+                proxy,
+                alpha=config.alpha,
+                width_rule=config.width_rule,
+                init=config.init,
+            )
+            try:
+                summary = run(train_config, optimizer_factory=factory)
+                loss = summary["final_val_loss"]
+            except NonFiniteLossError:
+                loss = math.inf  # diverged: counted, never dropped
+            trained += 1
+        records.append({"optimizer": opt, "size": size, "lr": lr, "seed": seed, "loss": loss})
+    result = analyse(
+        records,
+        axis=config.axis,
+        sizes=config.sizes,
+        lrs=config.lrs,
+        seeds=list(range(config.seeds)),
+        optimizers=config.optimizers,
+    )
+    result["config"] = asdict(config)
+    result["runs_trained"] = trained
+    result["runs_reused"] = len(grid) - trained
+    result["wall_seconds"] = time.perf_counter() - start
+    (out / "transfer.json").write_text(json.dumps(result, indent=1))
+    plot_transfer(result, out / "transfer.png")
+    if config.axis == "width" and config.coord_steps > 0:
+        coord = coordinate_check(config, result, dataset)
+        (out / "coord.json").write_text(
+            json.dumps({opt: c.to_json() for opt, c in coord.items()}, indent=1)
+        )
+        plot_coord(coord, out / "coord.png")
+        result["coord_max_spread"] = {
+            opt: c.max_spread(range(1, c.steps + 1))[0] for opt, c in coord.items()
+        }
+        (out / "transfer.json").write_text(json.dumps(result, indent=1))
+    return result
+
+
+def coordinate_check(config: SweepConfig, result: dict, dataset) -> dict[str, CoordResult]:
+    """The coordinate check of each optimizer across the sweep's widths, at the best learning
+    rate of the smallest width (the grid's middle if every run there diverged)."""
+    generator = torch.Generator().manual_seed(0)
+    batches = [
+        dataset.sample_batch(config.batch_size, generator) for _ in range(config.coord_steps)
+    ]
+    proxy = base_shapes(config.build(min(config.sizes), dataset))
+    out = {}
+    for opt in config.optimizers:
+        lr = result["optimizers"][opt]["best_lrs"][0] or config.lrs[len(config.lrs) // 2]
+        factory = make_optimizer_factory(
+            opt, lr, proxy, alpha=config.alpha, width_rule=config.width_rule, init=config.init
+        )
+        out[opt] = coord_check(
+            lambda width: config.build(width, dataset),
+            config.sizes,
+            factory,
+            batches,
+            steps=config.coord_steps,
+        )
+        out[opt].lr = lr
+        out[opt].label = f"{opt}, lr {lr:.3g}"
     return out

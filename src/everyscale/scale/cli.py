@@ -1,0 +1,123 @@
+"""`everyscale transfer`: the learning-rate transfer check across widths or depths."""
+
+from __future__ import annotations
+
+import argparse
+import math
+
+from everyscale.scale.transfer import SweepConfig, parse_lr_grid, parse_sizes, sweep
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "transfer",
+        help="sweep the learning rate across widths or depths: does the optimum transfer?",
+        description=(
+            "Train the grid optimizers x sizes x learning rates x seeds (resumable: finished "
+            "runs are read back), then write transfer.json, transfer.png and, for widths, "
+            "the coordinate check coord.json/coord.png under --out."
+        ),
+    )
+    defaults = SweepConfig()
+    p.add_argument("--model", default=defaults.model, help="gpt, mlp or cnn (default gpt)")
+    p.add_argument("--data", default=defaults.data, help="dataset name or path")
+    p.add_argument("--widths", default="64,128,256,512", help="comma list, e.g. 64,128,256,512")
+    p.add_argument("--depths", default=None, help="comma list: sweep depth at fixed --width")
+    p.add_argument("--width", type=int, default=defaults.width, help="width of a depth sweep")
+    p.add_argument("--depth", type=int, default=defaults.depth, help="depth of a width sweep")
+    p.add_argument("--optimizers", default="scion,adamw", help="comma list of presets")
+    p.add_argument(
+        "--lr-grid", default="2^-14:2^-1", help="e.g. 2^-14:2^-1, 2^-10:2^-2:2 or 0.001,0.01"
+    )
+    p.add_argument("--seeds", type=int, default=defaults.seeds, help="seeds per grid point")
+    p.add_argument("--steps", type=int, default=defaults.steps)
+    p.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    p.add_argument("--context", type=int, default=defaults.context)
+    p.add_argument("--heads", type=int, default=None, help="fixed GPT heads (default width/16)")
+    p.add_argument("--head-dim", type=int, default=defaults.head_dim)
+    p.add_argument(
+        "--alpha", type=float, default=defaults.alpha, help="residual exponent: 1 or 0.5"
+    )
+    p.add_argument(
+        "--width-rule",
+        choices=("none", "mup"),
+        default=defaults.width_rule,
+        help="none: the preset as is (standard parametrization for adamw/sgd); mup: muP lr factors",
+    )
+    p.add_argument(
+        "--init",
+        choices=("preset", "default"),
+        default=defaults.init,
+        help="preset: on each role's norm ball; default: the model's own initialization",
+    )
+    p.add_argument("--schedule", default=defaults.schedule)
+    p.add_argument("--val-windows", type=int, default=defaults.val_windows)
+    p.add_argument("--coord-steps", type=int, default=defaults.coord_steps)
+    p.add_argument("--out", required=True, help="directory for runs and results")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=main)
+
+
+def config_from_args(args: argparse.Namespace) -> SweepConfig:
+    """The :class:`SweepConfig` an ``everyscale transfer`` command line describes."""
+    optimizers = [o.strip() for o in args.optimizers.split(",") if o.strip()]
+    return SweepConfig(
+        model=args.model,
+        data=args.data,
+        widths=parse_sizes(args.widths, "widths"),
+        depths=parse_sizes(args.depths, "depths") if args.depths else None,
+        width=args.width,
+        depth=args.depth,
+        optimizers=optimizers,
+        lrs=parse_lr_grid(args.lr_grid),
+        seeds=args.seeds,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        context=args.context,
+        heads=args.heads,
+        head_dim=args.head_dim,
+        alpha=args.alpha,
+        width_rule=args.width_rule,
+        init=args.init,
+        schedule=args.schedule,
+        val_windows=args.val_windows,
+        coord_steps=args.coord_steps,
+        out=args.out,
+    )
+
+
+def _fmt(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return "inf" if math.isinf(value) else f"{value:.4f}"
+
+
+def report(result: dict) -> str:
+    """A plain-text table of the sweep: best learning rate and loss per optimizer and size."""
+    axis = result["axis"]
+    lines = [f"{'optimizer':<14}{axis:>7}{'best lr':>12}{'best loss':>11}{'diverged':>10}"]
+    for opt, entry in result["optimizers"].items():
+        for size, s in entry["sizes"].items():
+            edge = " (grid edge)" if s["best_at_grid_edge"] else ""
+            best_lr = f"{s['best_lr']:.3g}" if s["best_lr"] is not None else "-"
+            lines.append(
+                f"{opt:<14}{size:>7}{best_lr:>12}{_fmt(s['best_loss']):>11}"
+                f"{s['diverged_runs']:>10}{edge}"
+            )
+        lines.append(
+            f"{opt}: optimum moves {entry['best_lr_shift_steps']} grid steps; best loss falls "
+            f"with {axis}: {entry['best_loss_falls_with_size']}; transfers: {entry['transfers']}"
+        )
+    for opt, spread in result.get("coord_max_spread", {}).items():
+        lines.append(
+            f"coordinate check {opt}: max spread across widths after step 1: {spread:.3f}x"
+        )
+    return "\n".join(lines)
+
+
+def main(args: argparse.Namespace) -> int:
+    config = config_from_args(args)
+    result = sweep(config, progress=not args.quiet)
+    print(report(result))
+    print(f"wrote {config.out}/transfer.json and transfer.png")
+    return 0
