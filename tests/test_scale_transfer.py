@@ -1,0 +1,113 @@
+"""The transfer sweep: grid parsing, analysis on synthetic losses, plots, and a tiny sweep."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from everyscale.scale.plots import plot_transfer
+from everyscale.scale.transfer import analyse, parse_lr_grid, parse_sizes
+
+
+def test_parse_lr_grid_forms():
+    assert parse_lr_grid("2^-3:2^-1") == [0.125, 0.25, 0.5]
+    assert parse_lr_grid("2^-1:2^-3") == [0.125, 0.25, 0.5]  # either order
+    assert parse_lr_grid("2^-6:2^-2:2") == [2**-6, 2**-4, 2**-2]
+    assert parse_lr_grid("0.01, 0.001,0.01") == [0.001, 0.01]
+    assert parse_lr_grid("2^-14:2^-1") == [2.0**e for e in range(-14, 0)]
+    assert parse_lr_grid("10^-3,2^-4") == pytest.approx([0.001, 0.0625])
+
+
+@pytest.mark.parametrize("text", ["", " ", ",", "0", "-0.1", "2^-3:3^-1", "abc", "nan", "1e999"])
+def test_parse_lr_grid_rejects_bad_grids(text):
+    with pytest.raises(ValueError, match="lr-grid"):
+        parse_lr_grid(text)
+
+
+def test_parse_sizes():
+    assert parse_sizes("128,64, 64", "widths") == [64, 128]
+    for bad in ("", "64,x", "0,64"):
+        with pytest.raises(ValueError, match="widths"):
+            parse_sizes(bad, "widths")
+
+
+def synthetic_records(optimum_of, loss_at_best, lrs, sizes, seeds=(0, 1), diverge_above=None):
+    """Parabolic loss in log2(lr) around a known optimum per size; optional divergence."""
+    records = []
+    for size in sizes:
+        for lr in lrs:
+            for seed in seeds:
+                loss = loss_at_best(size) + 0.1 * (math.log2(lr) - math.log2(optimum_of(size))) ** 2
+                loss += 0.001 * seed
+                if diverge_above is not None and lr > diverge_above(size):
+                    loss = math.nan if seed else math.inf
+                records.append(
+                    {"optimizer": "opt", "size": size, "lr": lr, "seed": seed, "loss": loss}
+                )
+    return records
+
+
+def test_analyse_finds_known_optima_and_shift():
+    lrs = [2.0**e for e in range(-10, -1)]
+    sizes = [32, 64, 128, 256]
+    # Transfers: the optimum sits at 2^-6 for all sizes; loss falls with size.
+    records = synthetic_records(lambda s: 2**-6, lambda s: 3.0 - 0.1 * math.log2(s), lrs, sizes)
+    out = analyse(records, axis="width", sizes=sizes, lrs=lrs, seeds=[0, 1], optimizers=["opt"])
+    entry = out["optimizers"]["opt"]
+    assert entry["best_lrs"] == [2**-6] * 4
+    assert entry["best_lr_shift_steps"] == 0
+    assert entry["best_loss_falls_with_size"] and entry["transfers"]
+    assert entry["optimum_inside_grid"]
+    assert entry["sizes"]["64"]["best_loss"] == pytest.approx(3.0 - 0.6 + 0.0005)
+    # Drifts like SP Adam: the optimum halves with each doubling of width -> 3 grid steps.
+    drift = synthetic_records(
+        lambda s: 2**-4 * 32 / s, lambda s: 3.0 - 0.1 * math.log2(s), lrs, sizes
+    )
+    entry = analyse(drift, axis="width", sizes=sizes, lrs=lrs, seeds=[0, 1], optimizers=["opt"])[
+        "optimizers"
+    ]["opt"]
+    assert entry["best_lrs"] == [2**-4, 2**-5, 2**-6, 2**-7]
+    assert entry["best_lr_shift_steps"] == 3 and not entry["transfers"]
+
+
+def test_diverged_runs_count_as_inf_and_are_never_the_best():
+    lrs = [2.0**e for e in range(-8, -1)]
+    sizes = [32, 64]
+    # The smooth optimum would be 2^-3, but everything above 2^-5 diverges (one seed inf,
+    # the other nan): the best must move to 2^-5 and the divergences must be counted.
+    records = synthetic_records(
+        lambda s: 2**-3, lambda s: 2.0 - 0.01 * s, lrs, sizes, diverge_above=lambda s: 2**-5
+    )
+    out = analyse(records, axis="width", sizes=sizes, lrs=lrs, seeds=[0, 1], optimizers=["opt"])
+    size = out["optimizers"]["opt"]["sizes"]["32"]
+    assert size["best_lr"] == 2**-5
+    assert size["diverged_runs"] == 2 * 3  # lrs 2^-4, 2^-3, 2^-2, two seeds each
+    assert size["mean_loss"][-1] == math.inf
+    # One diverged seed makes the whole grid point inf.
+    records[0]["loss"] = math.inf
+    out = analyse(records, axis="width", sizes=sizes, lrs=lrs, seeds=[0, 1], optimizers=["opt"])
+    assert out["optimizers"]["opt"]["sizes"]["32"]["mean_loss"][0] == math.inf
+
+
+def test_analyse_flags_missing_runs_and_grid_edges():
+    lrs = [0.1, 0.2, 0.4]
+    records = synthetic_records(lambda s: 0.4, lambda s: 1.0 / s, lrs, [1, 2])
+    out = analyse(records, axis="depth", sizes=[1, 2], lrs=lrs, seeds=[0, 1], optimizers=["opt"])
+    assert out["optimizers"]["opt"]["sizes"]["1"]["best_at_grid_edge"]
+    assert not out["optimizers"]["opt"]["optimum_inside_grid"]
+    with pytest.raises(ValueError, match="no run for"):
+        analyse(records[1:], axis="depth", sizes=[1, 2], lrs=lrs, seeds=[0, 1], optimizers=["opt"])
+
+
+def test_plot_transfer_writes_a_png_even_with_diverged_points(tmp_path):
+    lrs = [2.0**e for e in range(-8, -1)]
+    records = synthetic_records(
+        lambda s: 2**-5, lambda s: 2.0 - 0.01 * s, lrs, [32, 64], diverge_above=lambda s: 2**-3
+    )
+    out = analyse(records, axis="width", sizes=[32, 64], lrs=lrs, seeds=[0, 1], optimizers=["opt"])
+    json.dumps(out)  # the result is JSON serializable as it stands
+    path = plot_transfer(out, tmp_path / "transfer.png")
+    assert path.stat().st_size > 5000
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
