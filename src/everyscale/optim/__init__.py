@@ -1,0 +1,32 @@
+"""The optimizer template (issue 2): geometries, the optimizer, roles and presets.
+
+    import everyscale
+    opt = everyscale.optimizer(model, "scion", lr=2**-12)
+    print(everyscale.describe(model, "scion"))
+
+- ``norms``: one class per geometry (``get_norm(name)``), each with ``lmo``, ``dual_norm``,
+  ``norm``, ``init_``.
+- ``optimizer.NormOptimizer``: the template, a ``torch.optim.Optimizer``.
+- ``roles``: which parameter is an input, hidden, output or vector parameter.
+- ``presets``: ``optimizer(params_or_model, preset, lr, **overrides)``, ``describe``, ``PRESETS``.
+"""
+
+from __future__ import annotations
+
+from everyscale.optim.norms import NORMS, Norm, get_norm
+from everyscale.optim.optimizer import NonFiniteGradientError, NormOptimizer
+from everyscale.optim.presets import PRESETS, describe, optimizer
+from everyscale.optim.roles import Role, assign_roles
+
+__all__ = [
+    "NORMS",
+    "PRESETS",
+    "NonFiniteGradientError",
+    "Norm",
+    "NormOptimizer",
+    "Role",
+    "assign_roles",
+    "describe",
+    "get_norm",
+    "optimizer",
+]

@@ -1,0 +1,85 @@
+"""``everyscale describe``: what a preset does with each parameter of a model.
+
+everyscale describe --model gpt --width 128 --depth 4 --preset scion
+everyscale describe --model cnn --preset muon --set adjust_lr_fn=match_rms_adamw
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+from typing import Any
+
+__all__ = ["register"]
+
+
+def _key_value(text: str) -> tuple[str, Any]:
+    """``KEY=VALUE`` with VALUE read as a Python literal when it is one (``0.9``, ``True``)."""
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    key, raw = text.split("=", 1)
+    try:
+        value: Any = ast.literal_eval(raw)
+    except (ValueError, SyntaxError):
+        value = raw  # a bare word such as match_rms_adamw
+    return key.strip(), value
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``describe`` subcommand."""
+    from everyscale.optim.presets import PRESETS
+
+    parser = subparsers.add_parser(
+        "describe",
+        help="print the norm, radius and effective lr a preset gives each parameter",
+        description=(
+            "Build a model and print, for every parameter, its role (input, hidden, output, "
+            "vector, tied), norm, radius, step and effective learning rate under a preset."
+        ),
+    )
+    parser.add_argument("--model", default="gpt", help="model name: gpt, mlp or cnn")
+    parser.add_argument("--width", type=int, default=None, help="model width")
+    parser.add_argument("--depth", type=int, default=None, help="model depth")
+    parser.add_argument(
+        "--shape",
+        action="append",
+        type=_key_value,
+        default=[],
+        metavar="KEY=VALUE",
+        help="another model shape argument, e.g. --shape vocab=256 (repeatable)",
+    )
+    parser.add_argument("--preset", default="scion", choices=PRESETS, help="optimizer preset")
+    parser.add_argument("--lr", type=float, default=None, help="learning rate (preset default)")
+    parser.add_argument(
+        "--set",
+        dest="options",
+        action="append",
+        type=_key_value,
+        default=[],
+        metavar="KEY=VALUE",
+        help="a preset option, e.g. --set momentum=0.95 or --set radius=8 (repeatable)",
+    )
+    parser.set_defaults(func=_describe)
+
+
+def _describe(args: argparse.Namespace) -> int:
+    from everyscale.optim.presets import describe
+
+    try:
+        from everyscale.train.models import build_model
+    except ImportError as err:  # the train package is written alongside this one
+        raise ValueError(f"--model needs everyscale.train.models ({err})") from None
+
+    shape: dict[str, Any] = dict(args.shape)
+    for key in ("width", "depth"):
+        value = getattr(args, key)
+        if value is not None:
+            if value <= 0:
+                raise ValueError(f"--{key} must be a positive integer, got {value}")
+            shape[key] = value
+    model = build_model(args.model, **shape)
+    options = dict(args.options)
+    if args.lr is not None:
+        options["lr"] = args.lr
+    describe(model, args.preset, **options)
+    return 0

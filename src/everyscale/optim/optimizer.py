@@ -1,0 +1,557 @@
+"""``NormOptimizer``: the optimizer template, one ``torch.optim.Optimizer`` for every preset.
+
+For a parameter ``W`` with gradient ``g`` in a group with norm ``||.||`` (its unit LMO ``lmo``,
+see ``norms.py``), radius ``rho``, learning rate ``gamma`` and momentum ``beta``
+(BRIEF §1; Pethick et al. 2025 [S], Algorithms 1-3; [R]):
+
+1. optional L2 decay into the gradient (``weight_decay_style="l2"``, torch.optim.SGD):
+   ``g <- g + lambda W``;
+2. momentum, one of three styles:
+
+   - ``"ema"`` (default): ``d_k = (1 - beta) g_k + beta d_{k-1}`` (zero start); with
+     ``nesterov`` the direction is ``(1 - beta) g_k + beta d_k`` (torch.optim.Muon);
+   - ``"heavy_ball"`` (torch.optim.SGD): ``b_k = mu b_{k-1} + (1 - dampening) g_k``
+     (``b_1 = g_1``); with ``nesterov`` the direction is ``g_k + mu b_k``;
+   - ``"lion"`` (Chen et al. 2023, *Symbolic Discovery of Optimization Algorithms*, Alg. 2):
+     direction ``beta1 m_{k-1} + (1 - beta1) g_k``, then ``m_k = beta2 m_{k-1} + (1 - beta2) g_k``
+     (``betas=(beta1, beta2)``);
+
+3. optional decoupled decay (``weight_decay_style="decoupled"``, AdamW, Muon; Loshchilov &
+   Hutter 2019): ``W <- (1 - gamma lambda) W``;
+4. the step (``step=``):
+
+   - ``"unconstrained"`` (uSCG, [S] Alg. 1): ``W <- W + gamma rho lmo(d)``;
+   - ``"constrained"`` (SCG / Frank-Wolfe, [S] Alg. 2): ``W <- (1 - gamma) W + gamma rho lmo(d)``,
+     which keeps ``||W|| <= rho`` once it holds (it *is* decoupled weight decay 1, so extra
+     ``weight_decay`` is refused);
+   - ``"clipped"`` (Pethick et al. 2025 [G], *Generalized Gradient Norm Clipping*):
+     ``W <- W + gamma min(rho, ||d||_*) lmo(d)``, steepest descent for small ``d`` and uSCG for
+     large ``d``, with ``||d||_* = -<d, lmo(d)>``;
+   - ``"sharp"`` (steepest descent): ``W <- W - gamma d#`` with ``d# = -||d||_* lmo(d)``; for the
+     ``identity`` geometry ``d# = d`` (SGD) and for ``adam`` ``d# = m_hat / (sqrt(v_hat) + eps)``
+     with Adam's moments (Kingma & Ba 2015), written as torch.optim.AdamW computes it.
+
+Shape factors of the norms (``s`` in ``lmo = s lmo_0``) are folded into the scalar of the
+update. Two code paths compute the same thing: a per-tensor loop (``foreach=False``) and a
+``torch._foreach_*`` path (``foreach=True``) in which the same-shape matrices of a group that
+use a polar factor are orthogonalized together in one batched call.
+
+The optimizer's state lives in ``self.state`` (``momentum_buffer``, Adam's ``exp_avg``,
+``exp_avg_sq``, ``step``) and two counters (steps taken, non-finite steps skipped) ride along
+in ``state_dict()``; the norm of each group is stored as plain data (``norm`` name plus
+``norm_kwargs``), so a state_dict survives ``torch.save``/``torch.load(weights_only=True)``
+and resuming continues bit for bit.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from everyscale.optim.norms import Adam, Identity, Norm, adam_denominator, get_norm
+
+__all__ = ["MOMENTUM_STYLES", "STEPS", "NonFiniteGradientError", "NormOptimizer"]
+
+STEPS = ("constrained", "unconstrained", "clipped", "sharp")
+MOMENTUM_STYLES = ("ema", "heavy_ball", "lion")
+WEIGHT_DECAY_STYLES = ("decoupled", "l2")
+NONFINITE_POLICIES = ("raise", "skip", "ignore")
+
+
+class NonFiniteGradientError(FloatingPointError, ValueError):
+    """A gradient holds NaN or inf; the parameters were left untouched."""
+
+
+def _check_fraction(value: Any, what: str) -> float:
+    """``value`` must be a number in ``[0, 1)`` (momentum, betas)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
+        raise ValueError(f"{what} must be a number in [0, 1), got {value!r}")
+    return float(value)
+
+
+def _check_nonnegative(value: Any, what: str) -> float:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or value < 0
+    ):
+        raise ValueError(f"{what} must be a finite number >= 0, got {value!r}")
+    return float(value)
+
+
+class NormOptimizer(torch.optim.Optimizer):
+    """Steepest descent under a per-group norm, through the norm's LMO (see module docstring).
+
+    Args:
+        params: tensors, ``(name, tensor)`` pairs (names make error messages precise) or
+            param-group dicts; every group key below can be set per group.
+        lr: step size ``gamma`` (>= 0).
+        norm: a ``Norm`` or a registry name (``norms.NORMS``); ``norm_kwargs`` its options.
+        radius: ``rho`` > 0, the radius of the norm ball (scales the LMO).
+        step: ``"unconstrained"``, ``"constrained"``, ``"clipped"`` or ``"sharp"``.
+        momentum: ``beta`` in ``[0, 1)`` (0: no momentum).
+        momentum_style: ``"ema"``, ``"heavy_ball"`` or ``"lion"``.
+        nesterov: Nesterov variant of the momentum style.
+        dampening: heavy-ball dampening (torch.optim.SGD's).
+        betas: ``(beta1, beta2)`` for ``lion`` momentum and the ``adam`` geometry.
+        eps: Adam's epsilon.
+        weight_decay: ``lambda`` >= 0; ``weight_decay_style`` ``"decoupled"`` or ``"l2"``.
+        foreach: ``True`` for the ``torch._foreach_*`` path, ``False`` for the per-tensor loop,
+            ``None`` to pick as torch does (foreach on accelerators, loop on the CPU).
+        nonfinite: what to do with a NaN/inf gradient: ``"raise"`` (default; an error naming
+            the parameter and the step, parameters untouched), ``"skip"`` (skip the whole step
+            and count it in ``skipped_steps``) or ``"ignore"`` (no check).
+    """
+
+    def __init__(
+        self,
+        params: Iterable[Any],
+        lr: float = 1e-3,
+        *,
+        norm: str | Norm = "euclidean",
+        norm_kwargs: dict[str, Any] | None = None,
+        radius: float = 1.0,
+        step: str = "unconstrained",
+        momentum: float = 0.0,
+        momentum_style: str = "ema",
+        nesterov: bool = False,
+        dampening: float = 0.0,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        weight_decay_style: str = "decoupled",
+        foreach: bool | None = None,
+        nonfinite: str = "raise",
+    ) -> None:
+        if nonfinite not in NONFINITE_POLICIES:
+            raise ValueError(
+                f"nonfinite must be one of {', '.join(NONFINITE_POLICIES)}, got {nonfinite!r}"
+            )
+        self.nonfinite = nonfinite
+        self._norm_cache: dict[str, Norm] = {}
+        defaults = {
+            "lr": lr,
+            "norm": norm,
+            "norm_kwargs": dict(norm_kwargs or {}),
+            "radius": radius,
+            "step": step,
+            "momentum": momentum,
+            "momentum_style": momentum_style,
+            "nesterov": nesterov,
+            "dampening": dampening,
+            "betas": betas,
+            "eps": eps,
+            "weight_decay": weight_decay,
+            "weight_decay_style": weight_decay_style,
+            "foreach": foreach,
+        }
+        self._counters = {"steps": 0, "skipped_steps": 0}
+        super().__init__(params, defaults)
+
+    # ---------------------------------------------------------------- groups
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """Add a group, filling defaults and validating every setting and parameter."""
+        param_group = dict(param_group)
+        if "norm_kwargs" in param_group:
+            param_group["norm_kwargs"] = dict(param_group["norm_kwargs"] or {})
+        super().add_param_group(param_group)
+        group = self.param_groups[-1]
+        try:
+            self._normalize_group(group, len(self.param_groups) - 1)
+        except Exception:
+            self.param_groups.pop()
+            raise
+
+    def _normalize_group(self, group: dict[str, Any], index: int) -> None:
+        where = f"param group {index}"
+        norm = group["norm"]
+        if isinstance(norm, Norm):
+            if group["norm_kwargs"]:
+                raise ValueError(f"{where}: give norm options either in the Norm or in norm_kwargs")
+            config = norm.config()
+            group["norm"] = config.pop("name")
+            group["norm_kwargs"] = config
+        else:
+            group["norm_kwargs"] = dict(group["norm_kwargs"])
+        norm = self._norm_of(group)  # validates the name and options
+
+        lr = group["lr"]
+        if isinstance(lr, Tensor):
+            raise ValueError(f"{where}: lr must be a Python float, got a Tensor")
+        group["lr"] = _check_nonnegative(lr, f"{where}: lr")
+        radius = group["radius"]
+        if (
+            isinstance(radius, bool)
+            or not isinstance(radius, (int, float))
+            or not math.isfinite(radius)
+            or radius <= 0
+        ):
+            raise ValueError(f"{where}: radius must be a finite number > 0, got {radius!r}")
+        group["radius"] = float(radius)
+        group["momentum"] = _check_fraction(group["momentum"], f"{where}: momentum")
+        betas = group["betas"]
+        if not isinstance(betas, (tuple, list)) or len(betas) != 2:
+            raise ValueError(f"{where}: betas must be a pair (beta1, beta2), got {betas!r}")
+        group["betas"] = tuple(
+            _check_fraction(b, f"{where}: betas[{i}]") for i, b in enumerate(betas)
+        )
+        group["eps"] = _check_nonnegative(group["eps"], f"{where}: eps")
+        group["weight_decay"] = _check_nonnegative(group["weight_decay"], f"{where}: weight_decay")
+        dampening = group["dampening"]
+        if _check_nonnegative(dampening, f"{where}: dampening") > 1:
+            raise ValueError(f"{where}: dampening must be in [0, 1], got {dampening!r}")
+        group["dampening"] = float(dampening)
+        for key, valid in (
+            ("step", STEPS),
+            ("momentum_style", MOMENTUM_STYLES),
+            ("weight_decay_style", WEIGHT_DECAY_STYLES),
+        ):
+            if group[key] not in valid:
+                raise ValueError(
+                    f"{where}: {key} must be one of {', '.join(valid)}, got {group[key]!r}"
+                )
+        group["nesterov"] = bool(group["nesterov"])
+        if group["foreach"] not in (None, True, False):
+            raise ValueError(f"{where}: foreach must be None, True or False")
+
+        heavy_nesterov = group["momentum_style"] == "heavy_ball" and group["nesterov"]
+        if heavy_nesterov and (group["momentum"] <= 0 or group["dampening"] != 0):
+            raise ValueError(
+                f"{where}: Nesterov heavy-ball momentum needs momentum > 0 and dampening = 0 "
+                f"(as torch.optim.SGD), got momentum={group['momentum']}, "
+                f"dampening={group['dampening']}"
+            )
+        if group["step"] == "constrained" and group["weight_decay"] > 0:
+            raise ValueError(
+                f"{where}: step='constrained' already decays W by (1 - lr) every step; set "
+                f"weight_decay=0, or use step='unconstrained' with "
+                f"weight_decay={group['weight_decay']}"
+            )
+        if isinstance(norm, Adam) and group["step"] != "sharp":
+            raise ValueError(
+                f"{where}: the adam geometry has no fixed ball; use step='sharp' (got "
+                f"step={group['step']!r})"
+            )
+
+        for i, p in enumerate(group["params"]):
+            name = self._param_name(group, index, i)
+            if torch.is_complex(p):
+                raise ValueError(f"{name}: complex parameters are not supported; use real tensors")
+            if not p.is_floating_point():
+                raise ValueError(f"{name}: parameters must be floating point, got {p.dtype}")
+            norm.check(p.shape, name)
+
+    def _norm_of(self, group: dict[str, Any]) -> Norm:
+        """The group's ``Norm``, rebuilt from its plain-data description (cached)."""
+        key = repr((group["norm"], sorted(group["norm_kwargs"].items())))
+        norm = self._norm_cache.get(key)
+        if norm is None:
+            norm = get_norm(group["norm"], **group["norm_kwargs"])
+            self._norm_cache[key] = norm
+        return norm
+
+    def norm_of(self, group: dict[str, Any]) -> Norm:
+        """The ``Norm`` object of a param group (``optimizer.param_groups[i]``)."""
+        return self._norm_of(group)
+
+    @staticmethod
+    def _param_name(group: dict[str, Any], group_index: int, i: int) -> str:
+        names = group.get("param_names")
+        if names:
+            return f"parameter {names[i]!r}"
+        shape = tuple(group["params"][i].shape)
+        return f"parameter {i} of param group {group_index} (shape {shape})"
+
+    # ---------------------------------------------------------------- counters
+    @property
+    def steps_taken(self) -> int:
+        """How many times ``step()`` was called (including skipped steps)."""
+        return self._counters["steps"]
+
+    @property
+    def skipped_steps(self) -> int:
+        """How many steps were skipped for a non-finite gradient (``nonfinite="skip"``)."""
+        return self._counters["skipped_steps"]
+
+    def state_dict(self) -> dict[str, Any]:
+        state = super().state_dict()
+        state["everyscale"] = dict(self._counters)
+        return state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        state_dict = dict(state_dict)
+        counters = state_dict.pop("everyscale", None)
+        super().load_state_dict(state_dict)
+        self._norm_cache.clear()
+        if counters is not None:
+            self._counters = {k: int(v) for k, v in counters.items()}
+
+    # ---------------------------------------------------------------- the step
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
+        """One step of the template for every group. Returns ``closure()`` if given."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        self._counters["steps"] += 1
+
+        work = []
+        for gi, group in enumerate(self.param_groups):
+            params, grads, names = [], [], []
+            for i, p in enumerate(group["params"]):
+                if p.grad is None:
+                    continue
+                if p.grad.is_sparse:
+                    raise ValueError(
+                        f"{self._param_name(group, gi, i)}: sparse gradients are not supported "
+                        f"(e.g. use nn.Embedding(sparse=False))"
+                    )
+                params.append(p)
+                grads.append(p.grad)
+                names.append(self._param_name(group, gi, i))
+            if params:
+                work.append((group, params, grads, names))
+
+        if self.nonfinite != "ignore" and not self._all_finite(work):
+            return loss
+
+        for group, params, grads, _ in work:
+            norm = self._norm_of(group)
+            foreach = group["foreach"]
+            if foreach is None:
+                foreach = all(p.device.type != "cpu" for p in params)
+            if isinstance(norm, Adam):
+                (self._adam_foreach if foreach else self._adam_single)(group, params, grads)
+            else:
+                self._template(group, norm, params, grads, foreach)
+        return loss
+
+    def _all_finite(self, work: list[tuple[dict, list[Tensor], list[Tensor], list[str]]]) -> bool:
+        """False if the step must be skipped; raises under ``nonfinite="raise"``."""
+        grads = [g for _, _, gs, _ in work for g in gs]
+        if not grads:
+            return True
+        # One fused pass; a non-finite entry makes its tensor's norm non-finite.
+        norms = torch.stack(torch._foreach_norm(grads)) if len(grads) > 1 else grads[0].norm()[None]
+        if bool(torch.isfinite(norms).all()):
+            return True
+        names = [n for _, _, _, ns in work for n in ns]
+        for name, g in zip(names, grads):
+            if not bool(torch.isfinite(g).all()):  # exact check (the norm can overflow)
+                if self.nonfinite == "skip":
+                    self._counters["skipped_steps"] += 1
+                    return False
+                raise NonFiniteGradientError(
+                    f"{name} has a non-finite gradient (NaN or inf) at step "
+                    f"{self._counters['steps']}; parameters were left unchanged. Lower the "
+                    f"learning rate or clip gradients, or pass nonfinite='skip' to skip such steps"
+                )
+        return True
+
+    # .................................................................. template
+    def _momentum(
+        self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor], foreach: bool
+    ) -> list[Tensor]:
+        """The momentum direction of each parameter (may alias ``grads`` or the buffers)."""
+        style, nesterov = group["momentum_style"], group["nesterov"]
+        if style == "lion":
+            beta1, beta2 = group["betas"]
+            bufs = [self._buffer(p) for p in params]
+            if foreach:
+                directions = [g.lerp(m, beta1) for g, m in zip(grads, bufs)]
+                torch._foreach_lerp_(bufs, grads, 1 - beta2)
+            else:
+                directions = []
+                for g, m in zip(grads, bufs):
+                    directions.append(g.lerp(m, beta1))
+                    m.lerp_(g, 1 - beta2)
+            return directions
+
+        beta = group["momentum"]
+        if beta == 0:
+            return grads
+        if style == "ema":
+            bufs = [self._buffer(p) for p in params]
+            if foreach:
+                torch._foreach_lerp_(bufs, grads, 1 - beta)
+            else:
+                for m, g in zip(bufs, grads):
+                    m.lerp_(g, 1 - beta)
+            if not nesterov:
+                return bufs
+            return [g.lerp(m, beta) for g, m in zip(grads, bufs)]
+
+        # heavy ball, exactly as torch.optim.SGD: the first buffer is a copy of the gradient
+        dampening = group["dampening"]
+        old, old_grads = [], []
+        for p, g in zip(params, grads):
+            state = self.state[p]
+            if "momentum_buffer" not in state:
+                state["momentum_buffer"] = g.detach().clone()
+            else:
+                old.append(state["momentum_buffer"])
+                old_grads.append(g)
+        if old:
+            if foreach:
+                torch._foreach_mul_(old, beta)
+                torch._foreach_add_(old, old_grads, alpha=1 - dampening)
+            else:
+                for b, g in zip(old, old_grads):
+                    b.mul_(beta).add_(g, alpha=1 - dampening)
+        bufs = [self.state[p]["momentum_buffer"] for p in params]
+        if not nesterov:
+            return bufs
+        if foreach:
+            return list(torch._foreach_add(grads, bufs, alpha=beta))
+        return [g.add(b, alpha=beta) for g, b in zip(grads, bufs)]
+
+    def _buffer(self, p: Tensor) -> Tensor:
+        """The zero-started momentum buffer of ``p``."""
+        state = self.state[p]
+        if "momentum_buffer" not in state:
+            state["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+        return state["momentum_buffer"]
+
+    def _base_lmos(self, norm: Norm, directions: list[Tensor], foreach: bool) -> list[Tensor]:
+        """``lmo_0`` of each direction; same-shape polar LMOs batched on the foreach path."""
+        if not (foreach and getattr(norm, "batchable", False)) or len(directions) == 1:
+            return [norm.base_lmo(d) for d in directions]
+        by_shape: dict[tuple[int, ...], list[int]] = defaultdict(list)
+        for i, d in enumerate(directions):
+            by_shape[tuple(d.shape)].append(i)
+        out: list[Tensor | None] = [None] * len(directions)
+        for indices in by_shape.values():
+            if len(indices) == 1:
+                out[indices[0]] = norm.base_lmo(directions[indices[0]])
+                continue
+            stacked = norm.base_lmo(torch.stack([directions[i] for i in indices]), batched=True)
+            for i, lmo in zip(indices, stacked.unbind(0)):
+                out[i] = lmo
+        return out  # type: ignore[return-value]
+
+    def _template(
+        self,
+        group: dict[str, Any],
+        norm: Norm,
+        params: list[Tensor],
+        grads: list[Tensor],
+        foreach: bool,
+    ) -> None:
+        lr, radius, wd, kind = group["lr"], group["radius"], group["weight_decay"], group["step"]
+
+        if wd and group["weight_decay_style"] == "l2":
+            if foreach:
+                grads = list(torch._foreach_add(grads, params, alpha=wd))
+            else:
+                grads = [g.add(p, alpha=wd) for g, p in zip(grads, params)]
+
+        directions = self._momentum(group, params, grads, foreach)
+
+        if wd and group["weight_decay_style"] == "decoupled":
+            if foreach:
+                torch._foreach_mul_(params, 1 - lr * wd)
+            else:
+                for p in params:
+                    p.mul_(1 - lr * wd)
+
+        if kind == "sharp":
+            if isinstance(norm, Identity):
+                updates = directions
+            else:
+                updates = [norm.sharp(d) for d in directions]
+            self._apply(params, updates, [-lr] * len(params), foreach)
+            return
+
+        units = self._base_lmos(norm, directions, foreach)
+        scales = [norm.scale(p.shape) for p in params]
+        if kind == "clipped":
+            # ||d||_* = -<d, lmo(d)> = -s <d, lmo_0(d)>; step gamma min(rho, ||d||_*) s lmo_0(d).
+            # Kept as 0-dim tensors: no host synchronization per parameter.
+            for d, u, s in zip(directions, units, scales):
+                dual = torch.sum(d * u).neg_().mul_(s)
+                u.mul_(dual.clamp_(max=radius).mul_(lr * s))
+            self._apply(params, units, [1.0] * len(params), foreach)
+            return
+        if kind == "constrained":
+            if foreach:
+                torch._foreach_mul_(params, 1 - lr)
+            else:
+                for p in params:
+                    p.mul_(1 - lr)
+        self._apply(params, units, [lr * radius * s for s in scales], foreach)
+
+    @staticmethod
+    def _apply(
+        params: list[Tensor], updates: list[Tensor], alphas: list[float], foreach: bool
+    ) -> None:
+        """``p <- p + alpha u`` for each parameter."""
+        if foreach and len(set(alphas)) == 1:
+            torch._foreach_add_(params, updates, alpha=alphas[0])
+            return
+        for p, u, a in zip(params, updates, alphas):
+            p.add_(u, alpha=a)
+
+    # .................................................................. adam geometry
+    def _adam_state(self, p: Tensor) -> dict[str, Tensor]:
+        state = self.state[p]
+        if "step" not in state:
+            # As torch.optim.Adam: a float32 step counter tensor, zero moments.
+            state["step"] = torch.tensor(0.0, dtype=torch.float32)
+            state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+        return state
+
+    def _adam_single(
+        self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor]
+    ) -> None:
+        """AdamW (Loshchilov & Hutter 2019) in torch.optim.AdamW's single-tensor op order."""
+        lr, wd, eps = group["lr"], group["weight_decay"], group["eps"]
+        beta1, beta2 = group["betas"]
+        for p, g in zip(params, grads):
+            state = self._adam_state(p)
+            state["step"] += 1
+            if wd:
+                if group["weight_decay_style"] == "decoupled":
+                    p.mul_(1 - lr * wd)
+                else:
+                    g = g.add(p, alpha=wd)
+            state["exp_avg"].lerp_(g, 1 - beta1)
+            state["exp_avg_sq"].mul_(beta2).addcmul_(g, g, value=1 - beta2)
+            step = state["step"].item()
+            step_size = lr / (1 - beta1**step)
+            denom = adam_denominator(state["exp_avg_sq"], step, beta2, eps)
+            p.addcdiv_(state["exp_avg"], denom, value=-step_size)
+
+    def _adam_foreach(
+        self, group: dict[str, Any], params: list[Tensor], grads: list[Tensor]
+    ) -> None:
+        """AdamW in torch.optim.AdamW(foreach=True)'s op order (non-capturable branch)."""
+        lr, wd, eps = group["lr"], group["weight_decay"], group["eps"]
+        beta1, beta2 = group["betas"]
+        states = [self._adam_state(p) for p in params]
+        steps = [s["step"] for s in states]
+        exp_avgs = [s["exp_avg"] for s in states]
+        exp_avg_sqs = [s["exp_avg_sq"] for s in states]
+        torch._foreach_add_(steps, 1.0)
+        if wd:
+            if group["weight_decay_style"] == "decoupled":
+                torch._foreach_mul_(params, 1 - lr * wd)
+            else:
+                grads = list(torch._foreach_add(grads, params, alpha=wd))
+        torch._foreach_lerp_(exp_avgs, grads, 1 - beta1)
+        torch._foreach_mul_(exp_avg_sqs, beta2)
+        torch._foreach_addcmul_(exp_avg_sqs, grads, grads, 1 - beta2)
+        step_values = [s.item() for s in steps]
+        step_sizes = [(lr / (1 - beta1**t)) * -1 for t in step_values]
+        bias_correction2_sqrt = [(1 - beta2**t) ** 0.5 for t in step_values]
+        denoms = torch._foreach_sqrt(exp_avg_sqs)
+        torch._foreach_div_(denoms, bias_correction2_sqrt)
+        torch._foreach_add_(denoms, eps)
+        torch._foreach_addcdiv_(params, exp_avgs, denoms, step_sizes)
