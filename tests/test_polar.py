@@ -291,3 +291,12 @@ def test_non_finite_input_is_caught(method, bad):
 def test_flop_count_bad_shape():
     with pytest.raises(ValueError, match="at least 2 dimensions"):
         newton_schulz_flops((5,), 5)
+
+
+@pytest.mark.parametrize("method", POLAR_METHODS)
+def test_result_is_a_fresh_tensor(method):
+    """Callers negate the result in place; that must never write into the input."""
+    x = torch.randn(3, 6, 4, generator=torch.Generator().manual_seed(10))
+    original = x.clone()
+    polar_factor(x, method=method).neg_()
+    assert torch.equal(x, original)
