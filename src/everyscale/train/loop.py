@@ -213,7 +213,7 @@ def run(
     config.validate(check_optimizer=optimizer_factory is None)
     dataset = load_dataset(
         config.data,
-        context=config.context if config.is_text else None,
+        context=config.context,  # image data ignores it
         seed=config.seed,
         max_val_windows=config.val_windows,
     )
