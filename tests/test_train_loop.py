@@ -234,3 +234,36 @@ def test_bad_input_is_refused_before_training(tmp_path, overrides, error, match)
     with pytest.raises(error, match=match):
         run(config)
     assert not (tmp_path / "run" / "metrics.jsonl").exists()
+
+
+@pytest.mark.parametrize(("preset", "lr"), [("adamw", 1e-2), ("scion", 2**-10)])
+def test_real_presets_learn_and_resume_exactly(tmp_path, preset, lr):
+    """The default path: ``everyscale.optimizer(model, config.optimizer, lr=config.lr)``."""
+    reference = tiny(tmp_path, "reference", optimizer=preset, lr=lr, steps=20, eval_every=10)
+    summary = run(reference)
+    assert summary["final_val_loss"] < summary["initial_val_loss"] - 1.0
+
+    def interrupt_at_step_7(row):
+        if row["step"] == 7:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    config = tiny(tmp_path, "interrupted", optimizer=preset, lr=lr, steps=20, eval_every=10)
+    with pytest.raises(TrainingInterrupted, match="SIGTERM"):
+        run(config, callback=interrupt_at_step_7)
+    config.resume = True
+    run(config)
+    assert without_time(rows(config)) == without_time(rows(reference))
+
+
+@pytest.mark.parametrize("clip", [None, 1.0])
+def test_non_finite_gradient_with_finite_loss_is_a_divergence(tmp_path, clip):
+    import everyscale
+
+    def factory(model):
+        model.head.weight.register_hook(lambda grad: grad * float("nan"))
+        return everyscale.optimizer(model, "adamw", lr=1e-3)
+
+    config = tiny(tmp_path, clip=clip)
+    with pytest.raises(NonFiniteLossError, match=r"non-finite gradient.* at step 1") as info:
+        run(config, optimizer_factory=factory)
+    assert info.value.summary["status"] == "diverged"

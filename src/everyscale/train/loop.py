@@ -371,7 +371,10 @@ def _train(config: TrainConfig, dataset, optimizer_factory, callback) -> dict[st
                 ):
                     what = "loss" if not math.isfinite(loss_sum) else "gradient norm"
                     raise _Diverged(step + 1, f"{what} {loss_sum if what == 'loss' else grad_norm}")
-                optimizer.step()
+                try:
+                    optimizer.step()
+                except FloatingPointError as err:  # e.g. optim's NonFiniteGradientError
+                    raise _Diverged(step + 1, f"gradient ({err})") from err
                 scheduler.step()
                 step += 1
                 last_train = loss_sum
