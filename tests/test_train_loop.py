@@ -128,7 +128,8 @@ def test_resume_after_a_crash_truncates_metrics_to_the_checkpoint(tmp_path):
     config = tiny(tmp_path, "crashed", grad_accum=2, clip=0.5, checkpoint_every=3)
     with pytest.raises(RuntimeError, match="simulated crash"):
         run(config, optimizer_factory=adamw(), callback=crash_at_step_7)
-    assert rows(config)[-1]["step"] == 7  # steps 7, 6 and 5 will be redone from step 6
+    assert rows(config)[-1]["step"] == 7  # step 7 will be redone from the step-6 checkpoint
+    assert json.loads((tmp_path / "crashed" / "summary.json").read_text())["status"] == "failed"
     run(tiny(tmp_path, "crashed", grad_accum=2, clip=0.5, resume=True), optimizer_factory=adamw())
     steps = [r["step"] for r in rows(config)]
     assert steps == list(range(13)), "no step may appear twice"
@@ -267,3 +268,11 @@ def test_non_finite_gradient_with_finite_loss_is_a_divergence(tmp_path, clip):
     with pytest.raises(NonFiniteLossError, match=r"non-finite gradient.* at step 1") as info:
         run(config, optimizer_factory=factory)
     assert info.value.summary["status"] == "diverged"
+
+
+def test_a_fresh_run_moves_an_earlier_checkpoint_aside(tmp_path):
+    run(tiny(tmp_path, steps=2), optimizer_factory=adamw())
+    before = (tmp_path / "run" / "checkpoint.pt").read_bytes()
+    run(tiny(tmp_path, steps=3, lr=0.01), optimizer_factory=adamw())
+    assert (tmp_path / "run" / "checkpoint.previous.pt").read_bytes() == before
+    assert [r["step"] for r in rows(tiny(tmp_path))] == [0, 1, 2, 3]

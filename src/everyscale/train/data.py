@@ -226,6 +226,7 @@ class ImageDataset:
             yield self.val_x[i : i + batch_size], self.val_y[i : i + batch_size]
 
 
+@functools.lru_cache(maxsize=4)
 def _digits(seed: int) -> ImageDataset:
     """scikit-learn's 1,797 8x8 digits; a seeded 80/20 train/validation split."""
     from sklearn.datasets import load_digits

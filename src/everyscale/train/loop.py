@@ -4,12 +4,15 @@ Files under ``config.out``:
 
 - ``config.json``: the full config;
 - ``metrics.jsonl``: one JSON line per optimizer step ``{"step", "tokens", "train_loss", "lr",
-  "seconds"}`` (plus ``"val_loss"`` when evaluated, ``"grad_norm"`` when clipping; a line
-  ``step 0`` holds the initial validation loss when ``eval_every > 0``);
-- ``summary.json``: the result (see :func:`run`);
+  "seconds"}`` (``lr``: the first param group's, as used by that step; plus ``"val_loss"``
+  when evaluated, ``"grad_norm"`` when clipping; a line ``step 0`` holds the initial validation
+  loss when ``eval_every > 0``). Buffered: flushed at every checkpoint and at the end;
+- ``summary.json``: the result (see :func:`run`), with ``status`` one of ``completed``,
+  ``diverged``, ``interrupted``, ``failed`` (an unexpected exception, re-raised);
 - ``checkpoint.pt``: model, optimizer, schedule, step, the data generator's and torch's RNG
   states, written atomically every ``checkpoint_every`` steps, at the end, and on
-  SIGINT/SIGTERM.
+  SIGINT/SIGTERM. A fresh (not resumed) run in a directory that holds one moves it to
+  ``checkpoint.previous.pt`` rather than overwrite it.
 
 Exact resume: training batches come only from a ``torch.Generator`` owned by the loop, and the
 checkpoint holds its state, so a resumed run draws the same batches and, on the CPU, reproduces
@@ -49,6 +52,7 @@ from everyscale.train.schedules import get_schedule
 __all__ = ["NonFiniteLossError", "TrainingInterrupted", "build_model_for", "evaluate", "run"]
 
 CHECKPOINT_NAME = "checkpoint.pt"
+PREVIOUS_CHECKPOINT_NAME = "checkpoint.previous.pt"
 METRICS_NAME = "metrics.jsonl"
 SUMMARY_NAME = "summary.json"
 CONFIG_NAME = "config.json"
@@ -271,6 +275,13 @@ def _train(config: TrainConfig, dataset, optimizer_factory, callback) -> dict[st
         print(f"no checkpoint in {out}: starting a new run", file=sys.stderr)
     if step == 0:
         metrics_path.write_text("")
+        summary_path.unlink(missing_ok=True)  # a stale summary must not pass for this run's
+        if checkpoint_path.exists():
+            # A fresh start never destroys an earlier run: its checkpoint is moved aside.
+            aside = out / PREVIOUS_CHECKPOINT_NAME
+            checkpoint_path.replace(aside)
+            if not config.quiet:
+                print(f"{out} held a checkpoint; moved it to {aside}", file=sys.stderr)
     atomic_write_bytes(out / CONFIG_NAME, (config.to_json() + "\n").encode())
 
     tokens_per_step = config.batch_size * dataset.tokens_per_example
@@ -427,6 +438,10 @@ def _train(config: TrainConfig, dataset, optimizer_factory, callback) -> dict[st
             )
             result = summary("diverged", diverged_step=diverged.step, message=message)
             raise NonFiniteLossError(message, diverged.step, result) from None
+        except Exception as err:
+            # Anything unexpected: record it, keep the last checkpoint, let the caller see it.
+            summary("failed", message=f"{type(err).__name__}: {err}")
+            raise
         finally:
             bar.close()
 
