@@ -1,0 +1,609 @@
+"""Robust multi-start fitting of scaling laws (the Chinchilla procedure), and the fit's result.
+
+The procedure (Hoffmann et al. 2022, App. D.2; Besiroglu et al. 2024, §2):
+
+    minimize  sum_i w_i Huber_delta( log Lhat(theta; x_i) - log L_i )      (delta = 1e-3)
+
+from every point of a grid of starts, keeping the best. `loss="lsq"` minimizes
+`sum_i w_i (Lhat_i - L_i)^2 / 2` on the loss itself instead.
+
+How it is run, so that the full start grid is cheap (every start is really optimized):
+
+1. All starts at once: a vectorized Levenberg-Marquardt / iteratively-reweighted least squares
+   iteration over the whole (n_starts, P) batch. The Huber loss is majorized by the weighted
+   quadratic with weights psi(r)/r (IRLS), the law is linearized with its analytic Jacobian,
+   and each start takes damped Gauss-Newton steps that are accepted only when the true Huber
+   objective decreases (a monotone descent method for every start).
+2. The few best distinct end points are polished with scipy's L-BFGS-B using the analytic
+   gradient, on an objective rescaled to 1 at the start of the polish so that stopping
+   tolerances do not depend on the scale of the data or of the objective.
+3. Diagnostics: the objective, the projected gradient norm at the optimum, and how many of the
+   starts ended (after step 1) within `rtol` of the best objective.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from scipy.optimize import minimize
+
+from everyscale.laws.forms import Law, get_law
+from everyscale.laws.io import Points, check_for_law, load_points
+
+# ---------------------------------------------------------------------------------------------
+# The objective
+# ---------------------------------------------------------------------------------------------
+
+
+class Objective:
+    """Huber-on-log-residuals (or least-squares) objective of a law on fixed data, batched.
+
+    `evaluate(theta, weights, order)` takes `theta` of shape (S, P) and per-point weights of
+    shape (n,) or (S, n) and returns the objective f (S,), and for `order >= 1` its gradient
+    (S, P), and for `order == 2` the IRLS/Gauss-Newton curvature J^T diag(w psi(r)/r) J (S, P, P).
+    Rows whose prediction is not positive and finite get f = inf.
+    """
+
+    def __init__(
+        self, law: Law, X: Mapping[str, np.ndarray], y: np.ndarray, loss: str, delta: float
+    ):
+        if loss not in ("huber", "lsq"):
+            raise ValueError(f"loss must be 'huber' or 'lsq', got {loss!r}")
+        if not (math.isfinite(delta) and delta > 0):
+            raise ValueError(f"huber_delta must be a positive finite number, got {delta!r}")
+        self.law, self.X, self.loss, self.delta = law, dict(X), loss, float(delta)
+        self.y = np.asarray(y, dtype=float)
+        self.log_y = np.log(self.y)
+        self.n = len(self.y)
+
+    def _log_model(self, theta: np.ndarray, jacobian: bool):
+        log_pred, J = self.law.log_model(theta, self.X, jacobian)
+        if jacobian and J is None:
+            J = self._numerical_jacobian(theta)
+        return log_pred, J
+
+    def _numerical_jacobian(self, theta: np.ndarray) -> np.ndarray:
+        """Central differences, all 2P perturbations of all S rows in one call of the law."""
+        S, P = theta.shape
+        h = 1e-6 * np.maximum(1.0, np.abs(theta))  # (S, P)
+        shifts = np.zeros((2, P, S, P))
+        for j in range(P):
+            shifts[0, j, :, j] = h[:, j]
+            shifts[1, j, :, j] = -h[:, j]
+        batch = (theta[None, None] + shifts).reshape(-1, P)
+        log_pred, _ = self.law.log_model(batch, self.X, False)
+        log_pred = log_pred.reshape(2, P, S, self.n)
+        J = (log_pred[0] - log_pred[1]) / (2.0 * h.T[:, :, None])  # (P, S, n)
+        return np.moveaxis(J, 0, -1)
+
+    def evaluate(self, theta: np.ndarray, weights: np.ndarray | None = None, order: int = 0):
+        theta = np.atleast_2d(theta)
+        log_pred, J = self._log_model(theta, order >= 1)
+        if self.loss == "huber":
+            r = log_pred - self.log_y
+        else:
+            pred = np.exp(log_pred)
+            r = pred - self.y
+            if J is not None:
+                J = J * pred[..., None]
+        finite = np.isfinite(r)
+        bad_rows = ~finite.all(axis=1)
+        r = np.where(finite, r, 0.0)
+        w = np.ones(self.n) if weights is None else weights
+        if self.loss == "huber":
+            abs_r = np.abs(r)
+            inside = abs_r <= self.delta
+            rho = np.where(inside, 0.5 * r * r, self.delta * (abs_r - 0.5 * self.delta))
+            psi = np.clip(r, -self.delta, self.delta)
+            with np.errstate(divide="ignore"):
+                omega = np.where(inside, 1.0, self.delta / np.where(inside, 1.0, abs_r))
+        else:
+            rho, psi, omega = 0.5 * r * r, r, np.ones_like(r)
+        f = np.sum(w * rho, axis=-1)
+        f[bad_rows] = np.inf
+        if order == 0:
+            return f
+        if bad_rows.any():  # their f is inf; keep NaNs out of the batched algebra
+            J = np.where(bad_rows[:, None, None], 0.0, J)
+        g = np.matmul((w * psi)[:, None, :], J)[:, 0, :]
+        if order == 1:
+            return f, g
+        H = np.matmul(np.swapaxes(J, 1, 2) * (w * omega)[:, None, :], J)
+        return f, g, H
+
+
+def projected_gradient(g: np.ndarray, theta: np.ndarray, lower: np.ndarray, upper: np.ndarray):
+    """The gradient with components that push against an active bound set to zero."""
+    at_lower = (theta <= lower) & (g > 0)
+    at_upper = (theta >= upper) & (g < 0)
+    return np.where(at_lower | at_upper, 0.0, g)
+
+
+# ---------------------------------------------------------------------------------------------
+# Optimizers
+# ---------------------------------------------------------------------------------------------
+
+
+def batched_lm(
+    objective: Objective,
+    theta0: np.ndarray,
+    lower: np.ndarray,
+    upper: np.ndarray,
+    weights: np.ndarray | None = None,
+    *,
+    max_iter: int = 200,
+    ftol: float = 1e-12,
+    chunk_bytes: float = 64e6,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Run damped Gauss-Newton/IRLS (Levenberg-Marquardt) from every row of `theta0` at once.
+
+    Returns the end points (S, P), their objectives (S,) and iteration counts (S,). A row stops
+    when an accepted step lowers its objective by less than `ftol` relative, or when its damping
+    grows past 1e10 (no descent step exists: a minimum, possibly on a bound). Work is split into
+    chunks so the (rows, n, P) Jacobian stays under `chunk_bytes`.
+    """
+    theta0 = np.clip(np.atleast_2d(np.asarray(theta0, dtype=float)), lower, upper)
+    S, P = theta0.shape
+    rows_per_chunk = max(1, int(chunk_bytes // (8 * objective.n * (P + 2))))
+    if rows_per_chunk < S:
+        parts = []
+        for i in range(0, S, rows_per_chunk):
+            rows = slice(i, i + rows_per_chunk)
+            chunk_weights = weights if weights is None or weights.ndim == 1 else weights[rows]
+            parts.append(
+                batched_lm(
+                    objective,
+                    theta0[rows],
+                    lower,
+                    upper,
+                    chunk_weights,
+                    max_iter=max_iter,
+                    ftol=ftol,
+                )
+            )
+        theta, f, iters = (np.concatenate(p) for p in zip(*parts))
+        return theta, f, iters
+
+    def weights_of(idx):
+        if weights is None or weights.ndim == 1:
+            return weights
+        return weights[idx]
+
+    theta = theta0.copy()
+    f, g, H = objective.evaluate(theta, weights, order=2)
+    damping = np.full(S, 1e-3)
+    done = ~np.isfinite(f)
+    iters = np.zeros(S, dtype=int)
+    eye = np.eye(P)
+    for _ in range(max_iter):
+        idx = np.flatnonzero(~done)
+        if idx.size == 0:
+            break
+        Hi = H[idx]
+        diag = np.einsum("spp->sp", Hi)
+        # Marquardt damping: scale by the curvature's own diagonal (units of each parameter),
+        # plus a tiny ridge so that flat directions (e.g. alpha = 0 makes A and E collinear) stay
+        # solvable.
+        ridge = 1e-12 * (diag.max(axis=1, keepdims=True) + 1e-300)
+        system = Hi + (damping[idx, None] * diag + ridge)[:, :, None] * eye
+        try:
+            step = np.linalg.solve(system, -g[idx][..., None])[..., 0]
+        except np.linalg.LinAlgError:
+            step = np.stack([np.linalg.lstsq(m, -v, rcond=None)[0] for m, v in zip(system, g[idx])])
+        candidate = np.clip(theta[idx] + step, lower, upper)
+        # The objective alone decides acceptance; derivatives only for accepted rows (cheaper).
+        f_new = objective.evaluate(candidate, weights_of(idx), order=0)
+        improved = np.isfinite(f_new) & (f_new < f[idx])
+        relative_decrease = (f[idx] - f_new) / np.maximum(np.abs(f[idx]), 1e-300)
+        accepted = idx[improved]
+        theta[accepted] = candidate[improved]
+        if accepted.size:
+            f[accepted], g[accepted], H[accepted] = objective.evaluate(
+                theta[accepted], weights_of(accepted), order=2
+            )
+        iters[idx] += 1
+        damping[accepted] *= 0.3
+        damping[idx[~improved]] *= 10.0
+        done[accepted[relative_decrease[improved] < ftol]] = True
+        done[idx[damping[idx] > 1e10]] = True
+    return theta, f, iters
+
+
+@dataclass
+class PolishResult:
+    theta: np.ndarray
+    objective: float
+    gradient: np.ndarray
+    iterations: int
+    success: bool
+    message: str
+
+
+def polish(
+    objective: Objective,
+    theta0: np.ndarray,
+    lower: np.ndarray,
+    upper: np.ndarray,
+    weights: np.ndarray | None = None,
+) -> PolishResult:
+    """L-BFGS-B with the analytic gradient from `theta0` (scipy.optimize.minimize).
+
+    The objective is divided by its value at `theta0`, so the stopping rules (relative decrease
+    below 1e-15, projected gradient below 1e-12) mean the same whatever the data's scale.
+    """
+    w = None if weights is None else weights[None]
+    scale = float(objective.evaluate(theta0[None], w)[0])
+    if not math.isfinite(scale):
+        return PolishResult(
+            theta0, math.inf, np.full_like(theta0, np.nan), 0, False, "non-finite start"
+        )
+    scale = scale if scale > 0 else 1.0
+
+    def fun(x):
+        f, g = objective.evaluate(x[None], w, order=1)
+        if not np.isfinite(f[0]):
+            return 1e300, np.zeros_like(x)
+        return f[0] / scale, g[0] / scale
+
+    bounds = [
+        (None if np.isinf(lo) else lo, None if np.isinf(hi) else hi) for lo, hi in zip(lower, upper)
+    ]
+    res = minimize(
+        fun,
+        theta0,
+        jac=True,
+        method="L-BFGS-B",
+        bounds=bounds,
+        options={"maxiter": 5000, "maxfun": 20000, "ftol": 1e-15, "gtol": 1e-12, "maxcor": 20},
+    )
+    f, g = objective.evaluate(res.x[None], w, order=1)
+    return PolishResult(res.x, float(f[0]), g[0], int(res.nit), bool(res.success), str(res.message))
+
+
+# ---------------------------------------------------------------------------------------------
+# The result
+# ---------------------------------------------------------------------------------------------
+
+
+def _complete_inputs(inputs: Mapping[str, object], needed: Sequence[str]) -> dict[str, np.ndarray]:
+    """Turn user inputs into broadcast float arrays; derive D, C, M like `load_points` does."""
+    X = {}
+    for name, value in inputs.items():
+        arr = np.asarray(value, dtype=float)
+        if not np.all(np.isfinite(arr)) or np.any(arr <= 0):
+            raise ValueError(f"input {name}={value!r} must be positive and finite")
+        X[name] = arr
+    if "D" not in X and "C" in X and "N" in X:
+        X["D"] = X["C"] / (6.0 * X["N"])
+    if "D" not in X and "M" in X and "N" in X:
+        X["D"] = X["M"] * X["N"]
+    if "C" not in X and "N" in X and "D" in X:
+        X["C"] = 6.0 * X["N"] * X["D"]
+    if "M" not in X and "N" in X and "D" in X:
+        X["M"] = X["D"] / X["N"]
+    missing = [n for n in needed if n not in X]
+    if missing:
+        raise ValueError(f"prediction needs input(s) {missing} (given: {sorted(inputs)})")
+    arrays = np.broadcast_arrays(*(X[n] for n in needed))
+    return {n: a for n, a in zip(needed, arrays)}
+
+
+@dataclass
+class FitResult:
+    """A fitted law: parameters at full precision, diagnostics, and (optionally) a bootstrap.
+
+    `params` and `derived` are plain floats; `ci` maps parameter and derived names to percentile
+    intervals `[lo, hi]` at `ci_level`; `bootstrap_samples` (resamples x parameters) lets
+    `interval(...)` give intervals for any prediction.
+    """
+
+    law: str
+    params: dict[str, float]
+    objective: float
+    n_points: int
+    diagnostics: dict
+    loss: str = "huber"
+    huber_delta: float = 1e-3
+    derived: dict[str, float] = field(default_factory=dict)
+    ci: dict[str, list[float]] = field(default_factory=dict)
+    ci_level: float = 0.95
+    bootstrap_samples: np.ndarray | None = None
+    bootstrap_info: dict = field(default_factory=dict)
+    data: dict = field(default_factory=dict)
+    law_options: dict = field(default_factory=dict)
+    law_obj: Law | None = field(default=None, repr=False, compare=False)
+
+    # -- the law and its parameters --------------------------------------------------------
+    def get_law(self) -> Law:
+        if self.law_obj is None:
+            self.law_obj = get_law(self.law, **self.law_options)
+        return self.law_obj
+
+    @property
+    def theta(self) -> np.ndarray:
+        return np.array([self.params[p] for p in self.get_law().param_names])
+
+    def _evaluate(self, thetas: np.ndarray, inputs: Mapping[str, object]) -> np.ndarray:
+        law = self.get_law()
+        X = _complete_inputs(inputs, law.inputs)
+        shape = next(iter(X.values())).shape
+        flat = {k: v.ravel() for k, v in X.items()}
+        return law.predict(thetas, flat).reshape((len(thetas), *shape))
+
+    def predict(self, **inputs) -> np.ndarray | float:
+        """The law at the fitted parameters, e.g. `fit.predict(N=1.4e9, D=2.8e10)`.
+
+        Inputs broadcast; D may be replaced by C (D = C / (6 N)) or M (D = M N).
+        """
+        out = self._evaluate(self.theta[None], inputs)[0]
+        return float(out) if out.ndim == 0 else out
+
+    def prediction_samples(self, **inputs) -> np.ndarray:
+        """The prediction under every bootstrap resample, shape (resamples, *input shape)."""
+        if self.bootstrap_samples is None:
+            raise ValueError(
+                "this fit has no bootstrap; refit with bootstrap=4000 to get intervals"
+            )
+        return self._evaluate(self.bootstrap_samples, inputs)
+
+    def interval(self, level: float | None = None, **inputs) -> tuple:
+        """Percentile bootstrap interval of the prediction at `inputs` (default level: ci_level)."""
+        level = self.ci_level if level is None else level
+        samples = self.prediction_samples(**inputs)
+        lo, hi = percentile_interval(samples, level)
+        return (float(lo), float(hi)) if np.ndim(lo) == 0 else (lo, hi)
+
+    # -- serialization ---------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        out = {
+            "law": self.law,
+            "law_options": dict(self.law_options),
+            "params": dict(self.params),
+            "derived": dict(self.derived),
+            "ci": {k: list(v) for k, v in self.ci.items()},
+            "ci_level": self.ci_level,
+            "objective": self.objective,
+            "n_points": self.n_points,
+            "loss": self.loss,
+            "huber_delta": self.huber_delta,
+            "diagnostics": self.diagnostics,
+            "data": self.data,
+            "bootstrap": dict(self.bootstrap_info),
+        }
+        if self.bootstrap_samples is not None:
+            out["bootstrap"]["samples"] = self.bootstrap_samples.tolist()
+        return out
+
+    def to_json(self, path: str | Path | None = None) -> str:
+        """JSON at full precision (Python writes the shortest repr that round-trips exactly)."""
+        text = json.dumps(_jsonable(self.to_dict()), indent=1)
+        if path is not None:
+            Path(path).write_text(text)
+        return text
+
+    @classmethod
+    def from_json(cls, text_or_path: str | Path, law: Law | None = None) -> FitResult:
+        """Read `to_json` output (a JSON string or a file path). Custom laws must be passed."""
+        text = str(text_or_path)
+        if not text.lstrip().startswith("{"):
+            path = Path(text_or_path)
+            if not path.exists():
+                raise FileNotFoundError(
+                    f"fit file {str(path)!r} does not exist; run `everyscale fit` first"
+                )
+            text = path.read_text()
+        d = json.loads(text)
+        for key in ("law", "params", "objective", "n_points", "diagnostics"):
+            if key not in d:
+                raise ValueError(f"fit JSON lacks field {key!r}; is this the output of to_json()?")
+        boot = dict(d.get("bootstrap", {}))
+        samples = boot.pop("samples", None)
+        if law is None and d["law"] not in _builtin_names():
+            raise ValueError(
+                f"the fit uses the custom law {d['law']!r}; "
+                "pass it: FitResult.from_json(..., law=...)"
+            )
+        return cls(
+            law=d["law"],
+            params={k: float(v) for k, v in d["params"].items()},
+            objective=float(d["objective"]),
+            n_points=int(d["n_points"]),
+            diagnostics=d["diagnostics"],
+            loss=d.get("loss", "huber"),
+            huber_delta=float(d.get("huber_delta", 1e-3)),
+            derived={k: float(v) for k, v in d.get("derived", {}).items()},
+            ci={k: [float(x) for x in v] for k, v in d.get("ci", {}).items()},
+            ci_level=float(d.get("ci_level", 0.95)),
+            bootstrap_samples=None if samples is None else np.array(samples, dtype=float),
+            bootstrap_info=boot,
+            data=d.get("data", {}),
+            law_options=d.get("law_options", {}),
+            law_obj=law,
+        )
+
+    def summary(self) -> str:
+        """A Markdown summary (see `everyscale.laws.report`)."""
+        from everyscale.laws.report import summary
+
+        return summary(self)
+
+
+def _builtin_names() -> set[str]:
+    from everyscale.laws.forms import LAWS
+
+    return set(LAWS)
+
+
+def _jsonable(obj):
+    """Convert numpy scalars/arrays to Python floats/lists; non-finite floats become null."""
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return _jsonable(obj.tolist())
+    if isinstance(obj, (np.floating, float)):
+        return float(obj) if math.isfinite(obj) else None
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, np.bool_):
+        return bool(obj)
+    return obj
+
+
+def percentile_interval(samples: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray]:
+    """Percentile interval over axis 0 (Efron's percentile bootstrap), ignoring NaNs."""
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1), got {level!r}")
+    tail = 50.0 * (1.0 - level)
+    lo, hi = np.nanpercentile(samples, [tail, 100.0 - tail], axis=0)
+    return lo, hi
+
+
+# ---------------------------------------------------------------------------------------------
+# fit()
+# ---------------------------------------------------------------------------------------------
+
+
+def prepare(points: Points | str | Path | list, law: str | Law, law_options: Mapping | None = None):
+    """Load and validate points for a law: returns (points, law, X, y)."""
+    if not isinstance(points, Points):
+        points = load_points(points)
+    law = get_law(law, **dict(law_options or {}))
+    check_for_law(points, law.inputs, law.target, law.name, law.n_params)
+    X = {name: points[name] for name in law.inputs}
+    return points, law, X, points[law.target]
+
+
+def fit(
+    points: Points | str | Path | list,
+    law: str | Law = "chinchilla",
+    *,
+    huber_delta: float = 1e-3,
+    bootstrap: int = 0,
+    seed: int = 0,
+    loss: str = "huber",
+    start_grid: Mapping[str, Sequence[float]] | None = None,
+    level: float = 0.95,
+    rtol: float = 1e-6,
+    n_polish: int = 3,
+    law_options: Mapping | None = None,
+) -> FitResult:
+    """Fit a scaling law by the Chinchilla procedure (module docstring), optionally bootstrapped.
+
+    Args:
+        points: `Points`, a file path or a list of dicts (see `load_points`).
+        law: a built-in law name (`everyscale.laws.forms.LAWS`) or a `Law` (e.g. `custom_law`).
+        huber_delta: Huber threshold on log residuals (Hoffmann et al. 2022 use 1e-3).
+        bootstrap: number of bootstrap resamples (0: none); resamples whole runs.
+        loss: "huber" (on log residuals) or "lsq" (least squares on the loss).
+        start_grid: overrides for some parameters' start values (the rest keep the law's grid).
+        rtol: a start "reached the best" when its objective is within rtol (relative) of it.
+        n_polish: how many of the best distinct end points are polished by L-BFGS-B.
+        law_options: options of a built-in law, e.g. {"chance_error": 0.25}.
+    """
+    points, law, X, y = prepare(points, law, law_options)
+    objective = Objective(law, X, y, loss, huber_delta)
+    lower, upper = law.bound_arrays()
+    starts = law.grid(start_grid)
+
+    ends, f_ends, iters = batched_lm(objective, starts, lower, upper)
+    order = np.argsort(f_ends)
+    if not np.isfinite(f_ends[order[0]]):
+        raise ValueError(
+            f"law {law.name!r}: the prediction is not positive and finite from any start; "
+            "check the data's units or give a start_grid near plausible values"
+        )
+    # Polish the best distinct end points (distinct: differing by > 1e-4 in some parameter).
+    chosen: list[int] = []
+    for i in order:
+        if not np.isfinite(f_ends[i]) or len(chosen) >= n_polish:
+            break
+        if all(np.max(np.abs(ends[i] - ends[j])) > 1e-4 for j in chosen):
+            chosen.append(int(i))
+    polished = sorted(
+        (polish(objective, ends[i], lower, upper) for i in chosen), key=lambda r: r.objective
+    )
+    best = polished[0]
+
+    tolerance = rtol * abs(best.objective) + 1e-300
+    at_best = f_ends <= best.objective + tolerance
+    n_at_best = int(np.sum(at_best))
+    pg = projected_gradient(best.gradient, best.theta, lower, upper)
+    spread = (
+        ends[at_best].max(axis=0) - ends[at_best].min(axis=0)
+        if n_at_best
+        else np.zeros(law.n_params)
+    )
+    warnings = []
+    if n_at_best <= 1:
+        warnings.append(
+            f"only {n_at_best} of {len(starts)} starts reached the best objective "
+            f"within rtol={rtol}: the optimum may be fragile; widen the start grid or check data"
+        )
+    on_bound = [
+        name
+        for name, v, lo, hi in zip(law.param_names, best.theta, lower, upper)
+        if np.isclose(v, lo, rtol=0, atol=1e-8) or np.isclose(v, hi, rtol=0, atol=1e-8)
+    ]
+    if on_bound:
+        warnings.append(f"parameter(s) {on_bound} sit on a bound: the law may not fit these data")
+    if not best.success:
+        warnings.append(f"L-BFGS-B did not report convergence: {best.message}")
+
+    params = {name: float(v) for name, v in zip(law.param_names, best.theta)}
+    derived = {k: float(v) for k, v in law.derived_values(params).items()}
+    diagnostics = {
+        "optimizer": "vectorized Levenberg-Marquardt/IRLS over all starts, then L-BFGS-B polish",
+        "n_starts": len(starts),
+        "n_starts_finite": int(np.sum(np.isfinite(f_ends))),
+        "n_starts_at_best": n_at_best,
+        "rtol": rtol,
+        "n_polished": len(polished),
+        "lm_iterations_median": float(np.median(iters)),
+        "grad_norm": float(np.linalg.norm(pg)),
+        "grad_norm_relative": float(np.linalg.norm(pg) / max(abs(best.objective), 1e-300)),
+        "lbfgsb_iterations": best.iterations,
+        "lbfgsb_message": best.message,
+        "param_spread_at_best": dict(zip(law.param_names, map(float, spread))),
+        "on_bound": on_bound,
+        "warnings": warnings,
+    }
+    data = {
+        "source": points.source,
+        "inputs": list(law.inputs),
+        "target": law.target,
+        "parameter_count": points.parameter_count(),
+        "flops": "C = 6 N D"
+        if "C computed as 6 N D (no C column)" in points.notes
+        else "from data",
+        "notes": list(points.notes),
+        "n_runs": len(np.unique(points.run)),
+        "formula": law.formula,
+        "source_paper": law.source,
+    }
+    result = FitResult(
+        law=law.name,
+        params=params,
+        objective=best.objective,
+        n_points=len(points),
+        diagnostics=diagnostics,
+        loss=loss,
+        huber_delta=float(huber_delta),
+        derived=derived,
+        ci_level=level,
+        data=data,
+        law_options=dict(law.options),
+        law_obj=law,
+    )
+    result.diagnostics["_local_optima"] = [r.theta.tolist() for r in polished]
+    if bootstrap:
+        from everyscale.laws.bootstrap import bootstrap as run_bootstrap
+
+        result = run_bootstrap(points, result, n_resamples=bootstrap, seed=seed, level=level)
+    return result
