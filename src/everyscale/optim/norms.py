@@ -340,6 +340,10 @@ class _PolarMixin:
     def _polar(self, x: Tensor) -> Tensor:
         from everyscale.optim.polar import polar_factor
 
+        if x.shape[-2] > x.shape[-1]:
+            # Tall: orthogonalize the (wide) transpose, a view, as torch.optim.Muon does, so
+            # that the sequence of matrix products and its rounding are the same as Muon's.
+            return self._polar(x.mT).mT
         return polar_factor(x, method=self.method, steps=self.steps, dtype=self.dtype)
 
 
