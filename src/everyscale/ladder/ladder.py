@@ -38,7 +38,7 @@ from everyscale.ladder.plan import LadderPlan, RunSpec
 
 # The law the prediction comes from, and the one reported beside it.
 PRIMARY_LAW = "chinchilla"
-SECONDARY_LAW = "overtraining"
+SECONDARY_LAW = "overtrain"
 INTERVAL_LEVEL = 0.95  # the prediction interval's coverage (bootstrap percentiles)
 
 
@@ -92,8 +92,8 @@ def run_ladder(
             raise LadderError(
                 f"run {spec.name} (width {spec.width}, {spec.tokens:,} tokens, lr {spec.lr:g}) "
                 f"diverged: {record.get('error', 'non-finite loss')}. The finished runs are kept "
-                f"in {out / 'runs'}; lower the learning-rate grid or check the data, then run "
-                f"again with --resume"
+                f"in {out / 'runs'} and no law was fitted; lower the learning-rate grid "
+                f"(--lr-grid) and run the ladder again with a new --out"
             )
         return record
 
@@ -118,6 +118,10 @@ def run_ladder(
         result["actual"] = target["final_val_loss"]
         result.update(compare(prediction, target["final_val_loss"]))
         result["status"] = "done"
+    except KeyboardInterrupt:
+        result["status"] = "interrupted"
+        result["error"] = f"interrupted; continue with --resume --out {out}"
+        raise
     except Exception as err:
         # The report leads with the failure; no verdict is drawn from a ladder that stopped.
         result["status"] = "failed"
@@ -174,11 +178,15 @@ def _train_one(spec: RunSpec, plan: LadderPlan, out: Path, resume: bool, train_f
     run_dir = out / "runs" / spec.name
     record["dir"] = str(run_dir.relative_to(out))
     summary_path = run_dir / "summary.json"
-    if resume and summary_path.exists():
-        summary = json.loads(summary_path.read_text())
-        record["reused"] = True
+    previous = json.loads(summary_path.read_text()) if summary_path.exists() else {}
+    record["reused"] = resume and previous.get("status") in ("completed", "diverged")
+    if record["reused"] and previous["status"] == "diverged":
+        # Training is deterministic: the same run would diverge again.
+        record.update(status="diverged", final_val_loss=None, error=previous.get("message", ""))
+        return record
+    if record["reused"]:
+        summary = previous
     else:
-        record["reused"] = False
         try:
             summary = train_fn(spec, plan, run_dir, resume)
         except Exception as err:
@@ -207,40 +215,51 @@ def _final_loss(summary: dict) -> float:
 
 def _is_divergence(err: Exception) -> bool:
     """Whether ``err`` is the training engine's non-finite-loss stop."""
-    try:
-        from everyscale.train import NonFiniteLossError
-    except ImportError:  # an engine without the dedicated exception: recognize it by name
-        return "nonfinite" in type(err).__name__.lower().replace("_", "")
+    from everyscale.train import NonFiniteLossError
+
     return isinstance(err, NonFiniteLossError)
 
 
-def train_run(spec: RunSpec, plan: LadderPlan, run_dir: Path, resume: bool) -> dict:
-    """Train one ladder run with ``everyscale.train.run`` and return its summary."""
-    from everyscale.train import TrainConfig, run
+def train_config(spec: RunSpec, plan: LadderPlan, run_dir: Path, resume: bool):
+    """The ``everyscale.train.TrainConfig`` of one ladder run.
+
+    Validation runs four times per run (for the loss curves) and at the end; a checkpoint is
+    written every quarter so a killed ladder loses at most a quarter of one run, and deleted
+    once the run completes (its ``summary.json`` is what the ladder reuses).
+    """
+    from everyscale.train import TrainConfig
 
     steps = plan.steps_for(spec.tokens)
-    config = TrainConfig(
+    return TrainConfig(
         model="gpt",
         data=plan.data,
         width=spec.width,
         depth=plan.depth,
         heads=plan.heads_for(spec.width),
         context=plan.context,
-        batch_size=plan.batch_size,
         optimizer=plan.preset,
         lr=spec.lr,
-        steps=steps,
         schedule=plan.schedule,
         warmup=plan.warmup,
         cooldown=plan.cooldown,
+        steps=steps,
+        batch_size=plan.batch_size,
         eval_every=max(1, steps // 4),
-        eval_batches=plan.eval_batches,
+        val_windows=plan.val_windows,
+        checkpoint_every=max(1, steps // 4),
+        keep_checkpoint=False,
         seed=plan.seed,
         out=str(run_dir),
+        resume=resume,
         quiet=True,
-        resume=resume and (run_dir / "config.json").exists(),
     )
-    return run(config)
+
+
+def train_run(spec: RunSpec, plan: LadderPlan, run_dir: Path, resume: bool) -> dict:
+    """Train one ladder run with ``everyscale.train.run`` and return its summary."""
+    from everyscale.train import run
+
+    return run(train_config(spec, plan, run_dir, resume))
 
 
 def choose_lr(sweep: list[dict]) -> tuple[float, str]:
@@ -286,19 +305,23 @@ def fit_and_predict(points_path: Path, plan: LadderPlan, ladder: list[dict], tar
     fits, predictions = {}, {}
     for law in (PRIMARY_LAW, SECONDARY_LAW):
         try:
-            fit = laws.fit(points, law=law, bootstrap=plan.bootstrap, seed=plan.seed)
+            fit = laws.fit(
+                points, law=law, bootstrap=plan.bootstrap, seed=plan.seed, level=INTERVAL_LEVEL
+            )
         except ValueError as err:
             if law == PRIMARY_LAW:
                 raise LadderError(f"the {law} law cannot be fitted to this ladder: {err}") from err
             fits[law] = {"error": str(err)}
             continue
-        fits[law] = fit.to_json()
-        inputs = {"N": target["N"], "D": target["D"]}
-        lo, hi = fit.interval(**inputs, level=INTERVAL_LEVEL)
-        predictions[law] = {
-            "prediction": float(fit.predict(**inputs)),
-            "interval": [float(lo), float(hi)],
-        }
+        fits[law] = json.loads(fit.to_json())
+        inputs = {"N": float(target["N"]), "D": float(target["D"])}
+        entry = {"prediction": float(fit.predict(**inputs))}
+        if plan.bootstrap:
+            lo, hi = fit.interval(**inputs)
+            entry["interval"] = [float(lo), float(hi)]
+        else:
+            entry["interval"] = [entry["prediction"], entry["prediction"]]
+        predictions[law] = entry
     primary = predictions[PRIMARY_LAW]
     return {
         "law": PRIMARY_LAW,

@@ -52,11 +52,11 @@ _BUDGET_DEFAULTS: dict[str, dict] = {
         batch_size=8,
         lr_grid=(2.0**-5, 2.0**-3),
         bootstrap=50,
-        eval_batches=2,
+        val_windows=32,
     ),
     "small": dict(
         widths=(32, 48, 64),
-        tokens=(524_288, 1_048_576),
+        tokens=(262_144, 524_288, 1_048_576),
         target_width=None,
         target_tokens=None,
         depth=2,
@@ -64,11 +64,11 @@ _BUDGET_DEFAULTS: dict[str, dict] = {
         batch_size=16,
         lr_grid=(2.0**-6, 2.0**-5, 2.0**-4, 2.0**-3, 2.0**-2),
         bootstrap=400,
-        eval_batches=16,
+        val_windows=256,
     ),
     "medium": dict(
         widths=(32, 48, 64, 96),
-        tokens=(1_048_576, 2_097_152, 4_194_304),
+        tokens=(524_288, 1_048_576, 2_097_152),
         target_width=None,
         target_tokens=None,
         depth=2,
@@ -76,7 +76,7 @@ _BUDGET_DEFAULTS: dict[str, dict] = {
         batch_size=16,
         lr_grid=(2.0**-7, 2.0**-6, 2.0**-5, 2.0**-4, 2.0**-3, 2.0**-2),
         bootstrap=1000,
-        eval_batches=32,
+        val_windows=512,
     ),
     "large": dict(
         widths=(64, 96, 128, 192),
@@ -88,7 +88,7 @@ _BUDGET_DEFAULTS: dict[str, dict] = {
         batch_size=32,
         lr_grid=(2.0**-7, 2.0**-6, 2.0**-5, 2.0**-4, 2.0**-3, 2.0**-2),
         bootstrap=2000,
-        eval_batches=64,
+        val_windows=1024,
     ),
 }
 
@@ -126,7 +126,7 @@ class LadderPlan:
     batch_size: int
     lr_grid: tuple[float, ...]
     bootstrap: int
-    eval_batches: int
+    val_windows: int  # validation windows of `context` tokens (a fixed set)
     seed: int = 0
     schedule: str = "wsd"
     warmup: float = 0.0  # Scion's runs use no warmup ([S], Section 5)
@@ -384,7 +384,7 @@ def model_params(plan: LadderPlan, width: int) -> int:
     return int(model.num_params(embeddings=plan.embeddings))
 
 
-def build_ladder_model(plan: LadderPlan, width: int, *, vocab_size: int = 256):
+def build_ladder_model(plan: LadderPlan, width: int, *, vocab: int = 256):
     """The GPT a ladder trains at ``width`` (used for counting; training builds its own)."""
     from everyscale.train.models import build_model
 
@@ -394,5 +394,5 @@ def build_ladder_model(plan: LadderPlan, width: int, *, vocab_size: int = 256):
         depth=plan.depth,
         heads=plan.heads_for(width),
         context=plan.context,
-        vocab_size=vocab_size,
+        vocab=vocab,
     )

@@ -96,8 +96,8 @@ def render_markdown(plan: LadderPlan, result: dict) -> str:
         f"position embeddings (the output head is counted); `D` = tokens seen = steps x "
         f"{plan.tokens_per_step:,}; compute `C = 6ND` (attention FLOPs not included; the "
         f"model's own count per token is in ladder.json as `flops_per_token`)",
-        f"- the loss is the final validation loss (nats per byte) on the fixed validation set "
-        f"({plan.eval_batches} batches)",
+        f"- the loss is the final validation loss (nats per byte) on a fixed validation set of "
+        f"{plan.val_windows} windows ({plan.val_windows * plan.context:,} tokens)",
         f"- wall time of the whole ladder: {_fmt(result.get('wall_seconds'), 3)} s",
         "",
     ]
@@ -145,7 +145,8 @@ def render_markdown(plan: LadderPlan, result: dict) -> str:
             lines.append("")
             lines += ["| parameter | value | interval |", "|---|---|---|"]
             ci = fit.get("ci", {}) or {}
-            for name, value in (fit.get("params", {}) or {}).items():
+            shown = {**(fit.get("params") or {}), **(fit.get("derived") or {})}
+            for name, value in shown.items():
                 lo_hi = ci.get(name)
                 interval = f"[{_fmt(lo_hi[0])}, {_fmt(lo_hi[1])}]" if lo_hi else "-"
                 lines.append(f"| {name} | {_fmt(value, 6)} | {interval} |")
