@@ -5,7 +5,13 @@ from __future__ import annotations
 import argparse
 import math
 
-from everyscale.scale.transfer import SweepConfig, parse_lr_grid, parse_sizes, sweep
+from everyscale.scale.transfer import (
+    SweepConfig,
+    parse_init,
+    parse_lr_grids,
+    parse_sizes,
+    sweep,
+)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -27,7 +33,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--depth", type=int, default=defaults.depth, help="depth of a width sweep")
     p.add_argument("--optimizers", default="scion,adamw", help="comma list of presets")
     p.add_argument(
-        "--lr-grid", default="2^-14:2^-1", help="e.g. 2^-14:2^-1, 2^-10:2^-2:2 or 0.001,0.01"
+        "--lr-grid",
+        action="append",
+        help="GRID or PRESET=GRID (repeatable), GRID like 2^-14:2^-1, 2^-10:2^-2:2 or "
+        "0.001,0.01 (default 2^-14:2^-1)",
     )
     p.add_argument("--seeds", type=int, default=defaults.seeds, help="seeds per grid point")
     p.add_argument("--steps", type=int, default=defaults.steps)
@@ -46,13 +55,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--init",
-        choices=("preset", "default"),
-        default=defaults.init,
-        help="preset: on each role's norm ball; default: the model's own initialization",
+        default=str(defaults.init),
+        help="RADIUS (default 1): on each role's norm ball at that radius; preset: at the "
+        "preset's radii; default: the model's own initialization (AdamW/SGD always keep it)",
     )
     p.add_argument("--schedule", default=defaults.schedule)
     p.add_argument("--val-windows", type=int, default=defaults.val_windows)
     p.add_argument("--coord-steps", type=int, default=defaults.coord_steps)
+    p.add_argument("--threads", type=int, default=defaults.threads, help="torch threads per run")
     p.add_argument("--out", required=True, help="directory for runs and results")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=main)
@@ -69,7 +79,7 @@ def config_from_args(args: argparse.Namespace) -> SweepConfig:
         width=args.width,
         depth=args.depth,
         optimizers=optimizers,
-        lrs=parse_lr_grid(args.lr_grid),
+        lrs=parse_lr_grids(args.lr_grid or ["2^-14:2^-1"], optimizers),
         seeds=args.seeds,
         steps=args.steps,
         batch_size=args.batch_size,
@@ -78,10 +88,11 @@ def config_from_args(args: argparse.Namespace) -> SweepConfig:
         head_dim=args.head_dim,
         alpha=args.alpha,
         width_rule=args.width_rule,
-        init=args.init,
+        init=parse_init(args.init),
         schedule=args.schedule,
         val_windows=args.val_windows,
         coord_steps=args.coord_steps,
+        threads=args.threads,
         out=args.out,
     )
 

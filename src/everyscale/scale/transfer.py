@@ -92,6 +92,39 @@ def parse_lr_grid(text: str) -> list[float]:
     return sorted(set(values))
 
 
+def parse_lr_grids(texts: Sequence[str], optimizers: Sequence[str]) -> dict[str, list[float]]:
+    """Per-optimizer grids from ``--lr-grid`` values: ``GRID`` (every optimizer without its
+    own) or ``PRESET=GRID`` (that optimizer), e.g. ``["scion=2^-6:2^-2", "adamw=2^-11:2^-7"]``."""
+    shared, own = None, {}
+    for text in texts:
+        name, sep, grid = text.partition("=")
+        if sep:
+            if name.strip() not in optimizers:
+                raise ValueError(
+                    f"lr-grid: {name.strip()!r} is not among --optimizers {','.join(optimizers)}"
+                )
+            own[name.strip()] = parse_lr_grid(grid)
+        else:
+            shared = parse_lr_grid(text)
+    missing = [opt for opt in optimizers if opt not in own]
+    if missing and shared is None:
+        raise ValueError(f"lr-grid: no grid for {', '.join(missing)}; add GRID or PRESET=GRID")
+    return {opt: own.get(opt, shared) for opt in optimizers}
+
+
+def parse_init(value: str | float) -> str | float:
+    """``"default"``, ``"preset"`` or a positive radius (``1``, ``"0.5"``) for :func:`init_`."""
+    if value in ("default", "preset"):
+        return value
+    try:
+        radius = float(value)
+    except (TypeError, ValueError):
+        radius = math.nan
+    if not math.isfinite(radius) or radius <= 0:
+        raise ValueError(f"init: choose 'default', 'preset' or a radius > 0, got {value!r}")
+    return radius
+
+
 def parse_sizes(text: str, name: str) -> list[int]:
     """Read a comma list of positive whole numbers (``--widths 64,128,256``), sorted, distinct."""
     try:
@@ -110,7 +143,7 @@ def analyse(
     *,
     axis: str,
     sizes: Sequence[int],
-    lrs: Sequence[float],
+    lrs: Sequence[float] | Mapping[str, Sequence[float]],
     seeds: Sequence[int],
     optimizers: Sequence[str],
 ) -> dict:
@@ -121,14 +154,15 @@ def analyse(
         records: one dict per run with keys ``optimizer, size, lr, seed, loss`` (``loss`` is
             the final validation loss; ``inf`` or ``nan`` for a diverged run).
         axis: ``"width"`` or ``"depth"`` (names the sizes).
-        sizes, lrs, seeds, optimizers: the grid; a grid point without a record is an error.
+        sizes, lrs, seeds, optimizers: the grid (``lrs`` one list for all optimizers, or one
+            per optimizer); a grid point without a record is an error.
 
     The mean over seeds is ``inf`` if any seed diverged. ``best_lr_shift_steps`` is the
     largest minus the smallest grid index of the best learning rate over the sizes (with a
     power-of-2 grid, one step is a factor of 2); ``best_at_grid_edge`` flags an optimum on
     the grid's edge, where the true optimum may lie outside the grid.
     """
-    lrs = sorted(lrs)
+    grids = {opt: sorted(lrs[opt] if isinstance(lrs, Mapping) else lrs) for opt in optimizers}
     table: dict[tuple[str, int, float, int], float] = {}
     for r in records:
         loss = float(r["loss"])
@@ -138,11 +172,12 @@ def analyse(
     out: dict = {
         "axis": axis,
         "sizes": list(sizes),
-        "lrs": lrs,
+        "lrs": grids,
         "seeds": list(seeds),
         "optimizers": {},
     }
     for opt in optimizers:
+        lrs = grids[opt]
         per_size: dict[str, dict] = {}
         for size in sizes:
             losses, means = [], []
@@ -199,9 +234,11 @@ class SweepConfig:
     fixed depth of a width sweep. The smallest size is the proxy: the base shape of the
     :class:`~everyscale.scale.parametrization.ScalePlan` and, for depth, of the residual
     multiplier ``(L / L_min)^-alpha``. GPT heads: ``heads`` fixed, or (default) ``width //
-    head_dim``. ``init="preset"`` re-initializes every model on its preset's norm balls
-    (:func:`~everyscale.scale.parametrization.init_`); geometries without a ball (AdamW, SGD)
-    keep the model's default initialization, i.e. the standard parametrization.
+    head_dim``. ``init`` (see :func:`parse_init`): a number re-initializes every model on its
+    preset's norm balls at that radius (:func:`~everyscale.scale.parametrization.init_`),
+    ``"preset"`` at the preset's own radii, ``"default"`` keeps the model's initialization;
+    geometries without a ball (AdamW, SGD) always keep the model's initialization, i.e. the
+    standard parametrization.
     """
 
     model: str = "gpt"
@@ -209,7 +246,9 @@ class SweepConfig:
     widths: list[int] = field(default_factory=lambda: [64, 128, 256, 512])
     depths: list[int] | None = None
     optimizers: list[str] = field(default_factory=lambda: ["scion", "adamw"])
-    lrs: list[float] = field(default_factory=lambda: parse_lr_grid("2^-14:2^-1"))
+    lrs: dict[str, list[float]] = field(
+        default_factory=lambda: dict.fromkeys(("scion", "adamw"), parse_lr_grid("2^-14:2^-1"))
+    )
     seeds: int = 2
     steps: int = 200
     batch_size: int = 16
@@ -220,10 +259,13 @@ class SweepConfig:
     head_dim: int = 16
     alpha: float = 1.0
     width_rule: str = "none"
-    init: str = "preset"
+    init: str | float = 1.0
     schedule: str = "wsd"
     val_windows: int = 128
     coord_steps: int = 3
+    # One thread per run: on a shared 2-core machine, two threads per process oversubscribe
+    # the cores and a step runs up to 10x slower (measured); None keeps torch's default.
+    threads: int | None = 1
     out: str = "runs/transfer"
 
     @property
@@ -253,14 +295,15 @@ class SweepConfig:
             raise ValueError("optimizers: give at least one preset, e.g. --optimizers scion,adamw")
         for preset in self.optimizers:
             update_family(preset)
-        if not self.lrs:
-            raise ValueError("lr-grid: the grid is empty; give e.g. 2^-10:2^-3")
-        if any(not math.isfinite(lr) or lr <= 0 for lr in self.lrs):
-            raise ValueError(f"lr-grid: every learning rate must be finite and > 0: {self.lrs}")
+        for preset in self.optimizers:
+            grid = self.lrs.get(preset)
+            if not grid:
+                raise ValueError(f"lr-grid: no learning rates for {preset}; give e.g. 2^-10:2^-3")
+            if any(not math.isfinite(lr) or lr <= 0 for lr in grid):
+                raise ValueError(f"lr-grid: every learning rate must be finite and > 0: {grid}")
         if self.seeds < 1:
             raise ValueError(f"seeds: give at least 1 seed, got {self.seeds}")
-        if self.init not in ("preset", "default"):
-            raise ValueError(f"init: choose 'preset' or 'default', got {self.init!r}")
+        parse_init(self.init)
         if self.width_rule not in ("none", "mup"):
             raise ValueError(f"width-rule: choose 'none' or 'mup', got {self.width_rule!r}")
         if self.model == "gpt":
@@ -277,7 +320,7 @@ class SweepConfig:
                         f"use widths that are multiples of {self.head_dim} or change --head-dim"
                     )
         for size in self.sizes:
-            self.train_config("scion", size, self.lrs[0], 0).validate(check_optimizer=False)
+            self.train_config("scion", size, 1.0, 0).validate(check_optimizer=False)
 
     def run_dir(self, optimizer: str, size: int, lr: float, seed: int) -> Path:
         return (
@@ -303,6 +346,7 @@ class SweepConfig:
             batch_size=self.batch_size,
             seed=seed,
             val_windows=self.val_windows,
+            threads=self.threads,
             keep_checkpoint=False,
             resume=True,
             quiet=True,
@@ -314,7 +358,7 @@ class SweepConfig:
         """The model at one size (used for the proxy's base shapes and the coordinate check)."""
         from everyscale.train.loop import build_model_for
 
-        return build_model_for(self.train_config("scion", size, self.lrs[0], 0), dataset)
+        return build_model_for(self.train_config("scion", size, 1.0, 0), dataset)
 
 
 def make_optimizer_factory(
@@ -324,17 +368,22 @@ def make_optimizer_factory(
     *,
     alpha: float = 1.0,
     width_rule: str = "none",
-    init: str = "preset",
+    init: str | float = 1.0,
     width: int | None = None,
 ) -> Callable[[nn.Module], torch.optim.Optimizer]:
-    """``model -> optimizer`` for a scaled run: initialize on the preset's norm balls
-    (``init="preset"``), build the preset at ``lr``, and apply the :class:`ScalePlan`'s
-    per-parameter learning-rate factors relative to ``base`` (the proxy)."""
+    """``model -> optimizer`` for a scaled run: initialize on the preset's norm balls (``init``
+    a radius or ``"preset"``; ``"default"`` leaves the model as built), build the preset at
+    ``lr``, and apply the :class:`ScalePlan`'s per-parameter learning-rate factors relative to
+    ``base`` (the proxy)."""
     from everyscale.optim import optimizer as build_optimizer
+
+    init = parse_init(init)
 
     def factory(model: nn.Module) -> torch.optim.Optimizer:
         if init == "preset":
             init_(model, preset)
+        elif init != "default":
+            init_(model, preset, radius=init)
         example = model.example_input() if hasattr(model, "example_input") else None
         scaling = plan(
             model,
@@ -398,7 +447,7 @@ def sweep(config: SweepConfig, *, progress: bool = True) -> dict:
         (opt, size, lr, seed)
         for opt in config.optimizers
         for size in config.sizes
-        for lr in config.lrs
+        for lr in config.lrs[opt]
         for seed in range(config.seeds)
     ]
     records, trained, start = [], 0, time.perf_counter()
@@ -460,7 +509,8 @@ def coordinate_check(config: SweepConfig, result: dict, dataset) -> dict[str, Co
     proxy = base_shapes(config.build(min(config.sizes), dataset))
     out = {}
     for opt in config.optimizers:
-        lr = result["optimizers"][opt]["best_lrs"][0] or config.lrs[len(config.lrs) // 2]
+        grid = config.lrs[opt]
+        lr = result["optimizers"][opt]["best_lrs"][0] or grid[len(grid) // 2]
         factory = make_optimizer_factory(
             opt, lr, proxy, alpha=config.alpha, width_rule=config.width_rule, init=config.init
         )
