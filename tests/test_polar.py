@@ -270,6 +270,8 @@ def test_flop_count_matches_torch_flop_counter(shape, steps):
         ({"x": torch.ones(3, 3, dtype=torch.int64)}, "real floating-point"),
         ({"x": torch.ones(3, 3, dtype=torch.complex64)}, "real floating-point"),
         ({"x": torch.ones(3, 3), "coefficients": (1.0, 2.0)}, "three finite numbers"),
+        ({"x": torch.ones(3, 3), "coefficients": (1.0, 2.0, math.nan)}, "three finite numbers"),
+        ({"x": torch.ones(3, 3), "coefficients": "abc"}, "three finite numbers"),
         ({"x": torch.ones(3, 3), "method": "polar_express", "coefficients": (1, 2, 3)}, "only"),
         ({"x": [[1.0, 2.0]]}, "must be a torch.Tensor"),
     ],

@@ -39,6 +39,7 @@ products' ``alpha``/``beta`` arguments, and the three work buffers are reused ac
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -296,8 +297,11 @@ def _check_steps(steps: int) -> None:
 
 
 def _check_coefficients(coefficients: Sequence[float]) -> tuple[float, float, float]:
-    values = tuple(float(v) for v in coefficients)
-    if len(values) != 3 or not all(torch.isfinite(torch.tensor(values))):
+    try:
+        values = tuple(float(v) for v in coefficients)
+    except (TypeError, ValueError):
+        values = ()
+    if len(values) != 3 or not all(math.isfinite(v) for v in values):
         raise ValueError(
             f"polar_factor: coefficients must be three finite numbers (a, b, c), got "
             f"{coefficients!r}"
