@@ -157,9 +157,9 @@ def _chinchilla_log_model(theta, X, jacobian):
 
 
 def _chinchilla_derived(params):
-    alpha, beta = params["alpha"], params["beta"]
+    alpha, beta = np.asarray(params["alpha"], dtype=float), np.asarray(params["beta"], dtype=float)
     A, B = np.exp(params["a"]), np.exp(params["b"])
-    with np.errstate(divide="ignore", invalid="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         G = (alpha * A / (beta * B)) ** (1.0 / (alpha + beta))
         return {
             "A": A,
@@ -548,7 +548,8 @@ def custom_law(
 
     def log_model(theta, X, jacobian):
         params = dict(zip(names, _split(theta)))
-        pred = np.asarray(func(params, X), dtype=float)
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            pred = np.asarray(func(params, X), dtype=float)
         pred = np.broadcast_to(pred, (theta.shape[0], len(next(iter(X.values())))))
         with np.errstate(invalid="ignore", divide="ignore"):
             return np.where(pred > 0, np.log(np.where(pred > 0, pred, 1.0)), np.nan), None

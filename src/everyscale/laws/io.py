@@ -135,8 +135,9 @@ def load_points(
 ) -> Points:
     """Read and validate data points from a file (CSV, JSON lines, Parquet) or a list of dicts.
 
-    Columns: `N`, `loss`, and `D` or `C`; optional `run`, `U`, `M`, `lr`, `error`, `embeddings`
-    (a constant true/false column saying whether N counts embeddings; or pass `embeddings=`).
+    Columns: `loss`, and for laws in N and D: `N` and `D` or `C`; optional `run`, `U`, `M`,
+    `lr`, `error`, `embeddings` (a constant true/false column saying whether N counts
+    embeddings; or pass `embeddings=`).
     Raises ValueError naming the column and rows for missing, non-numeric, non-finite or
     non-positive values.
     """
@@ -177,19 +178,18 @@ def load_points(
             columns[name] = _to_float_column(name, values, source)
 
     points = Points(columns=columns, run=run_ids, embeddings=embeddings, notes=notes, source=source)
-    points.require(["N", "loss"], "every scaling-law fit")
-    if "D" not in columns and "C" not in columns:
-        raise ValueError(f"{source} needs column 'D' (tokens) or 'C' (FLOPs, D = C / (6 N))")
+    points.require(["loss"], "every scaling-law data set")
     _check_values(points, [c for c in POSITIVE_COLUMNS if c in columns])
 
-    if "D" not in columns:
-        columns["D"] = columns["C"] / (6.0 * columns["N"])
-        notes.append("D computed as C / (6 N) (no D column)")
-    if "C" not in columns:
-        columns["C"] = 6.0 * columns["N"] * columns["D"]
-        notes.append("C computed as 6 N D (no C column)")
-    if "M" not in columns:
-        columns["M"] = columns["D"] / columns["N"]
+    if "N" in columns and ("D" in columns or "C" in columns):
+        if "D" not in columns:
+            columns["D"] = columns["C"] / (6.0 * columns["N"])
+            notes.append("D computed as C / (6 N) (no D column)")
+        if "C" not in columns:
+            columns["C"] = 6.0 * columns["N"] * columns["D"]
+            notes.append("C computed as 6 N D (no C column)")
+        if "M" not in columns:
+            columns["M"] = columns["D"] / columns["N"]
     if keep_best_lr and "lr" in columns:
         points = _keep_best_lr(points)
     return points
@@ -223,6 +223,8 @@ def _check_values(points: Points, names: Sequence[str]) -> None:
 def _keep_best_lr(points: Points) -> Points:
     """Keep the lowest-loss row among rows that differ only in learning rate."""
     key_names = [k for k in ("N", "D", "U") if k in points.columns]
+    if not key_names:
+        return points
     keys = np.stack([points.columns[k] for k in key_names], axis=1)
     _, group = np.unique(keys, axis=0, return_inverse=True)
     group = group.ravel()
@@ -243,6 +245,11 @@ def _keep_best_lr(points: Points) -> Points:
 
 def check_for_law(points: Points, inputs: Sequence[str], target: str, law_name: str, n_params: int):
     """Validate that `points` can fit a law: columns present, positive, enough points."""
+    if "D" in inputs and "D" not in points.columns:
+        raise ValueError(
+            f"law {law_name!r} needs column 'D' (tokens), or 'C' (FLOPs) with 'N' so that "
+            f"D = C / (6 N); {points.source} has only {sorted(points.columns)}"
+        )
     points.require([*inputs, target], f"law {law_name!r}")
     _check_values(points, [*inputs, target])
     if len(points) <= n_params:
