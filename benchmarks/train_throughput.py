@@ -7,12 +7,12 @@ needs: sample a batch, forward, cross-entropy, backward, optimizer step. ``every
 adds the schedule, the loss sync and finiteness check, the metrics line, the progress bar
 bookkeeping and the signal check.
 
-Runs alternate (ours, bare, ours, bare, ...) so that load from other processes hits both
-alike; a step's time is the median over all timed steps (the first step of each run, a
-warm-up, and the last one, which includes the final evaluation, are left out).
+Runs come in pairs (ours then bare, then bare then ours, ...) so that load from other
+processes hits both alike; a run's step time is the median over its timed steps (the first
+step, a warm-up, and the last one, which includes the final evaluation, are left out).
 
 Prints:
-    loop_overhead: R      median step time of run() / median step time of the bare loop
+    loop_overhead: R      median over the pairs of (run()'s step time / the bare loop's)
                           (target <= 1.05)
     tokens_per_second: T  of run(), and of the bare loop for reference
 
@@ -88,7 +88,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    ours, bare = [], []
+    ours, bare, pair_ratios = [], [], []
     with tempfile.TemporaryDirectory() as tmp:
         for repeat in range(args.repeats):
             config = TrainConfig(
@@ -105,9 +105,15 @@ def main() -> None:
                 quiet=not args.progress_bar,
                 out=str(Path(tmp) / f"run{repeat}"),
             )
-            # Drop each run's first step (warm-up) and last step (final evaluation).
-            ours += our_loop(config)[1:-1]
-            bare += bare_loop(config)[1:-1]
+            # Drop each run's first step (warm-up) and last step (final evaluation); swap the
+            # order every repeat so neither loop always runs first.
+            if repeat % 2 == 0:
+                ours_now, bare_now = our_loop(config)[1:-1], bare_loop(config)[1:-1]
+            else:
+                bare_now, ours_now = bare_loop(config)[1:-1], our_loop(config)[1:-1]
+            ours += ours_now
+            bare += bare_now
+            pair_ratios.append(statistics.median(ours_now) / statistics.median(bare_now))
 
     tokens_per_step = args.batch_size * args.context
     step_ours, step_bare = statistics.median(ours), statistics.median(bare)
@@ -116,7 +122,12 @@ def main() -> None:
         f"batch={args.batch_size} threads={args.threads} adamw; {len(ours)} timed steps each"
     )
     print(f"step_seconds: ours {step_ours:.4f}  bare {step_bare:.4f}")
-    print(f"loop_overhead: {step_ours / step_bare:.3f}")
+    print(f"loop_overhead: {statistics.median(pair_ratios):.3f}")
+    print(
+        "  per repeat: "
+        + ", ".join(f"{r:.3f}" for r in pair_ratios)
+        + f"; ratio of the pooled medians {step_ours / step_bare:.3f}"
+    )
     print(f"tokens_per_second: {tokens_per_step / step_ours:,.0f}")
     print(f"tokens_per_second_bare: {tokens_per_step / step_bare:,.0f}")
 
