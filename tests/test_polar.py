@@ -122,7 +122,7 @@ def test_iteration_applies_scalar_polynomial_to_each_singular_value(method, step
             s0 / (np.linalg.norm(s0) + 1e-7), [JORDAN_COEFFICIENTS] * steps
         )
     else:
-        start = s0 / (POLAR_EXPRESS_SAFETY * np.linalg.norm(s0) + 1e-7)
+        start = s0 / (1.01 * np.linalg.norm(s0) + 1e-7)  # Algorithm 1's normalization
         expected = _scalar_composition(start, polar_express_schedule(steps))
     got = _singular_values(q).numpy()
     np.testing.assert_allclose(np.sort(got), np.sort(np.abs(expected)), rtol=1e-8, atol=1e-10)
@@ -175,9 +175,13 @@ def test_custom_coefficients_and_dtype_choices():
 def test_polar_express_schedule_published_values():
     schedule = polar_express_schedule(10)
     assert len(schedule) == 10
-    a0, _, c0 = schedule[0]
-    f = POLAR_EXPRESS_SAFETY
-    assert math.isclose(a0 * f, 8.28721201814563) and math.isclose(c0 * f**5, 17.300387312530933)
+    # Amsel et al. 2025, Algorithm 1: the first polynomial, damped by the safety factor 1.01
+    f = 1.01
+    assert f == POLAR_EXPRESS_SAFETY
+    published = (8.28721201814563, -23.595886519098837, 17.300387312530933)
+    assert schedule[0] == pytest.approx(
+        (published[0] / f, published[1] / f**3, published[2] / f**5)
+    )
     assert schedule[7] == schedule[9] == (1.875, -1.25, 0.375)  # undamped limit, repeated
     # designed for singular values in [1e-3, 1] (after the 1.01 normalization): the worst
     # error of the composition shrinks at every step and converges super-exponentially
