@@ -1,0 +1,240 @@
+"""Roles from the order of use in a forward pass, preset tables, and `everyscale describe`."""
+
+from __future__ import annotations
+
+import argparse
+import warnings
+
+import pytest
+import torch
+from torch import nn
+
+import everyscale
+from everyscale.optim import Role, assign_roles
+from everyscale.optim import optimizer as make_optimizer
+from everyscale.optim.presets import PRESETS
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny tensors: one intra-op thread avoids OpenMP spin-waits on a shared 2-core CPU."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _gpt(**shape):
+    from everyscale.train.models import build_model
+
+    torch.manual_seed(0)
+    return build_model("gpt", width=16, depth=2, heads=2, context=8, vocab=32, **shape)
+
+
+def test_gpt_roles_untied():
+    roles = assign_roles(_gpt())
+    assert roles["embed.weight"] == Role.INPUT
+    assert roles["head.weight"] == Role.OUTPUT
+    assert roles["norm.weight"] == Role.VECTOR
+    assert roles["blocks.0.attn.q.weight"] == Role.HIDDEN
+    assert roles["blocks.1.mlp.proj.weight"] == Role.HIDDEN
+    assert set(roles) == {n for n, _ in _gpt().named_parameters()}
+
+
+def test_gpt_roles_tied():
+    roles = assign_roles(_gpt(tied=True))
+    assert roles["embed.weight"] == Role.TIED
+    assert "head.weight" not in roles  # one Parameter, listed once
+    assert list(roles.values()).count(Role.OUTPUT) == 0
+
+
+class Reversed(nn.Module):
+    """Registered head-first, used input-first: registration order would get it wrong."""
+
+    def __init__(self):
+        super().__init__()
+        self.head = nn.Linear(8, 3)
+        self.middle = nn.Linear(8, 8)
+        self.stem = nn.Linear(5, 8)
+        self.scale = nn.Parameter(torch.ones(8))
+
+    def forward(self, x):
+        return self.head(self.middle(self.stem(x)) * self.scale)
+
+
+def test_roles_follow_forward_order_not_registration_order():
+    roles = assign_roles(Reversed(), example_input=torch.randn(2, 5))
+    assert roles == {
+        "head.weight": Role.OUTPUT,
+        "head.bias": Role.VECTOR,
+        "middle.weight": Role.HIDDEN,
+        "middle.bias": Role.VECTOR,
+        "stem.weight": Role.INPUT,
+        "stem.bias": Role.VECTOR,
+        "scale": Role.VECTOR,
+    }
+
+
+def test_without_example_input_registration_order_with_warning():
+    with pytest.warns(UserWarning, match="registration order"):
+        roles = assign_roles(Reversed())
+    assert roles["head.weight"] == Role.INPUT  # the documented fallback, visibly wrong here
+
+
+def test_overrides_by_pattern_first_match_wins():
+    roles = assign_roles(
+        Reversed(),
+        example_input=torch.randn(2, 5),
+        overrides={"middle.*": "output", "*.bias": Role.HIDDEN, "head.*": "vector"},
+    )
+    assert roles["middle.weight"] == Role.OUTPUT
+    assert roles["middle.bias"] == Role.OUTPUT  # first pattern wins over '*.bias'
+    assert roles["stem.bias"] == Role.HIDDEN
+    assert roles["head.bias"] == Role.HIDDEN
+    with pytest.raises(ValueError, match=r"pattern 'midle\*' matches no parameter"):
+        assign_roles(Reversed(), example_input=torch.randn(2, 5), overrides={"midle*": "hidden"})
+    with pytest.raises(ValueError, match="unknown role 'first'"):
+        assign_roles(Reversed(), example_input=torch.randn(2, 5), overrides={"stem.*": "first"})
+
+
+class WithUnused(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Linear(4, 4)
+        self.spare = nn.Linear(4, 4)  # never called
+        self.b = nn.Linear(4, 2)
+
+    def forward(self, x):
+        return self.b(self.a(x))
+
+
+def test_unused_parameters_fall_back_and_are_not_dropped():
+    with pytest.warns(UserWarning, match="never used spare.weight, spare.bias"):
+        roles = assign_roles(WithUnused(), example_input=torch.randn(1, 4))
+    assert roles["spare.weight"] == Role.HIDDEN
+    assert roles["spare.bias"] == Role.VECTOR
+    assert roles["a.weight"] == Role.INPUT and roles["b.weight"] == Role.OUTPUT
+
+
+def test_cnn_and_mlp_roles():
+    from everyscale.train.models import build_model
+
+    cnn = assign_roles(build_model("cnn", width=4, depth=2, input_shape=(1, 8, 8)))
+    assert list(cnn.values()) == [Role.INPUT, Role.HIDDEN, Role.OUTPUT]
+    mlp = assign_roles(build_model("mlp", width=8, depth=3, input_shape=(1, 8, 8)))
+    values = list(mlp.values())
+    assert values[0] == Role.INPUT and values[-1] == Role.OUTPUT
+    assert set(values[1:-1]) == {Role.HIDDEN}
+
+
+def _group_of(opt, name):
+    for group in opt.param_groups:
+        if name in group["param_names"]:
+            return group
+    raise AssertionError(name)
+
+
+def test_scion_assigns_role_norms_and_radii():
+    opt = make_optimizer(_gpt(), "scion", lr=0.01, radius=3.0)
+    embed = _group_of(opt, "embed.weight")
+    assert (embed["norm"], embed["norm_kwargs"]["transpose"], embed["radius"]) == (
+        "colnorm",
+        True,
+        3.0,
+    )
+    head = _group_of(opt, "head.weight")
+    assert (head["norm"], head["norm_kwargs"]["normalized"], head["radius"]) == (
+        "sign",
+        True,
+        180.0,
+    )
+    hidden = _group_of(opt, "blocks.0.mlp.fc.weight")
+    assert (hidden["norm"], hidden["norm_kwargs"]["scaling"]) == ("spectral", "natural")
+    assert _group_of(opt, "norm.weight")["norm"] == "rms"
+    assert {g["step"] for g in opt.param_groups} == {"constrained"}
+    # same-shape matrices share a group (so the foreach path can batch them)
+    q = _group_of(opt, "blocks.0.attn.q.weight")
+    assert "blocks.1.attn.k.weight" in q["param_names"]
+
+
+def test_tied_scion_uses_sign_at_both_ends():
+    opt = make_optimizer(_gpt(tied=True), "scion", lr=0.01)
+    tied = _group_of(opt, "embed.weight")
+    assert tied["norm"] == "sign" and tied["role"] == "tied"
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_every_preset_covers_every_parameter_once(preset):
+    model = _gpt()
+    opt = make_optimizer(model, preset)
+    covered = [p for g in opt.param_groups for p in g["params"]]
+    assert len(covered) == len(list(model.parameters()))
+    assert {id(p) for p in covered} == {id(p) for p in model.parameters()}
+
+
+def test_muon_sends_non_hidden_parameters_to_adamw():
+    opt = make_optimizer(_gpt(), "muon", lr=0.02, rest_lr=1e-3, betas=(0.8, 0.9))
+    for name in ("embed.weight", "head.weight", "norm.weight"):
+        group = _group_of(opt, name)
+        assert (group["norm"], group["lr"], group["betas"]) == ("adam", 1e-3, (0.8, 0.9))
+    hidden = _group_of(opt, "blocks.0.attn.v.weight")
+    assert (hidden["norm"], hidden["lr"], hidden["nesterov"]) == ("spectral", 0.02, True)
+    everything = make_optimizer(_gpt(), "muon", lr=0.02, spectral_for="all")
+    assert _group_of(everything, "head.weight")["norm"] == "spectral"
+
+
+def test_param_group_dicts_override_per_group():
+    a, b = nn.Parameter(torch.randn(3, 3)), nn.Parameter(torch.randn(3))
+    opt = make_optimizer([{"params": [a], "lr": 0.5}, {"params": [b]}], "signum", lr=0.1)
+    assert sorted(g["lr"] for g in opt.param_groups) == [0.1, 0.5]
+
+
+def test_scion_without_model_warns():
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        make_optimizer([nn.Parameter(torch.randn(3, 3))], "scion", lr=0.1)
+    assert any("without a model" in str(w.message) for w in caught)
+
+
+def test_describe_prints_and_returns_the_table(capsys):
+    table = everyscale.describe(_gpt(), "scion", lr=0.01)
+    printed = capsys.readouterr().out
+    assert table in printed
+    lines = table.splitlines()
+    assert lines[0].split() == [
+        "name",
+        "shape",
+        "role",
+        "norm",
+        "radius",
+        "step",
+        "lr",
+        "effective",
+        "lr",
+    ]
+    head = next(line for line in lines if line.startswith("head.weight"))
+    # effective lr = lr * radius * (1/d_in) = 0.01 * 3000 / 16
+    assert head.split() == ["head.weight", "32x16", "output", "sign(1/d_in)", "3000",
+                            "constrained", "0.01", "1.875"]  # fmt: skip
+    assert lines[2].startswith("embed.weight")  # rows in model order
+    assert "colnorm(T)" in lines[2]
+
+
+def test_cli_describe(capsys):
+    from everyscale.optim import cli
+
+    parser = argparse.ArgumentParser()
+    cli.register(parser.add_subparsers())
+    args = parser.parse_args(
+        ["describe", "--model", "gpt", "--width", "16", "--depth", "1", "--shape", "heads=2",
+         "--preset", "muon", "--set", "adjust_lr_fn=match_rms_adamw", "--lr", "0.1"]
+    )  # fmt: skip
+    assert args.func(args) == 0
+    out = capsys.readouterr().out
+    assert "spectral(muon_rms)" in out and "blocks.0.mlp.fc.weight" in out
+    bad = parser.parse_args(["describe", "--model", "gpt", "--set", "momentum=2"])
+    with pytest.raises(ValueError, match="momentum"):
+        bad.func(bad)
+    with pytest.raises(ValueError, match="--width must be a positive integer"):
+        neg = parser.parse_args(["describe", "--width", "-4"])
+        neg.func(neg)
