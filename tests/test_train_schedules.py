@@ -39,6 +39,11 @@ def test_wsd_warmup_stable_then_linear_cooldown_to_zero():
     assert f(99) == pytest.approx(1 / 30)
 
 
+def test_wsd_with_the_whole_run_as_cooldown_is_linear_decay():
+    wsd, linear = get_schedule("wsd", 40, cooldown=1.0), get_schedule("linear", 40)
+    assert [wsd(s) for s in range(41)] == pytest.approx([linear(s) for s in range(41)])
+
+
 def test_warmup_then_cosine_decays_over_the_remaining_steps():
     f = get_schedule("cosine", 100, warmup=0.2)
     assert f(19) == 1.0
@@ -66,7 +71,8 @@ def test_schedule_drives_torch_lambda_lr():
         ({"total_steps": 0}, "total_steps"),
         ({"warmup": 1.5}, "warmup"),
         ({"cooldown": 0.2}, "wsd schedule only"),
-        ({"name": "wsd", "warmup": 0.6, "cooldown": 0.5}, "sum < 1"),
+        ({"name": "wsd", "warmup": 0.6, "cooldown": 0.5}, "sum <= 1"),
+        ({"warmup": 1.0}, "warmup < 1"),
         ({"warmup": math.nan}, "warmup"),
     ],
 )

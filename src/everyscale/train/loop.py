@@ -180,6 +180,10 @@ def _read_metrics(path: Path, up_to_step: int) -> list[str]:
     return kept
 
 
+def _finite_or_none(value: float | None) -> float | None:
+    return value if value is not None and math.isfinite(value) else None
+
+
 def _params_finite(model: nn.Module) -> bool:
     return all(bool(torch.isfinite(p).all()) for p in model.parameters())
 
@@ -297,10 +301,11 @@ def _train(config: TrainConfig, dataset, optimizer_factory, callback) -> dict[st
             "status": status,
             "steps": step,
             "tokens": tokens,
-            "final_val_loss": last_val,
-            "best_val_loss": best_val if math.isfinite(best_val) else None,
-            "initial_val_loss": initial_val,
-            "final_train_loss": last_train,
+            # JSON has no NaN/inf: a non-finite loss is None (the status says why).
+            "final_val_loss": _finite_or_none(last_val),
+            "best_val_loss": _finite_or_none(best_val),
+            "initial_val_loss": _finite_or_none(initial_val),
+            "final_train_loss": _finite_or_none(last_train),
             "params": params,
             "non_embedding_params": non_embedding_params,
             "flops_per_token": flops_per_token,
@@ -311,7 +316,8 @@ def _train(config: TrainConfig, dataset, optimizer_factory, callback) -> dict[st
             / max(time.perf_counter() - start, 1e-9),
             "model": config.model,
             "data": config.data,
-            "optimizer": config.optimizer if optimizer_factory is None else "custom",
+            "optimizer": config.optimizer,
+            "custom_optimizer": optimizer_factory is not None,
             "lr": scheduler.base_lrs[0],
             "out": str(out),
             **extra,

@@ -41,7 +41,8 @@ def get_schedule(
         name: ``constant``, ``linear``, ``cosine`` or ``wsd``.
         total_steps: the number of optimizer steps T (> 0).
         warmup: fraction of T spent in a linear warmup, in [0, 1).
-        cooldown: fraction of T spent in the final linear decay; only for ``wsd``.
+        cooldown: fraction of T spent in the final linear decay, in [0, 1]; only for ``wsd``
+            (``warmup + cooldown <= 1``).
 
     Raises:
         ValueError: unknown name, non-positive ``total_steps``, fractions out of range, a
@@ -52,16 +53,17 @@ def get_schedule(
     if not isinstance(total_steps, int) or total_steps < 1:
         raise ValueError(f"total_steps must be a positive integer, got {total_steps!r}")
     for label, fraction in (("warmup", warmup), ("cooldown", cooldown)):
-        if not (math.isfinite(fraction) and 0.0 <= fraction < 1.0):
-            raise ValueError(f"{label} is a fraction of the steps in [0, 1), got {fraction!r}")
+        if not (math.isfinite(fraction) and 0.0 <= fraction <= 1.0):
+            raise ValueError(f"{label} is a fraction of the steps in [0, 1], got {fraction!r}")
     if cooldown and name != "wsd":
         raise ValueError(
             f"cooldown={cooldown} applies to the wsd schedule only; use --schedule wsd or drop "
             "the cooldown"
         )
-    if warmup + cooldown >= 1.0:
+    if warmup >= 1.0 or warmup + cooldown > 1.0:
         raise ValueError(
-            f"warmup ({warmup}) + cooldown ({cooldown}) must leave some steps: make their sum < 1"
+            f"warmup ({warmup}) + cooldown ({cooldown}) exceed the run: make warmup < 1 and "
+            "their sum <= 1"
         )
     warmup_steps = round(warmup * total_steps)
     cooldown_steps = round(cooldown * total_steps)
