@@ -235,11 +235,15 @@ def polish(
     lower: np.ndarray,
     upper: np.ndarray,
     weights: np.ndarray | None = None,
+    *,
+    ftol: float = 1e-15,
+    gtol: float = 1e-12,
+    maxiter: int = 5000,
 ) -> PolishResult:
     """L-BFGS-B with the analytic gradient from `theta0` (scipy.optimize.minimize).
 
     The objective is divided by its value at `theta0`, so the stopping rules (relative decrease
-    below 1e-15, projected gradient below 1e-12) mean the same whatever the data's scale.
+    below `ftol`, projected gradient below `gtol`) mean the same whatever the data's scale.
     """
     w = None if weights is None else weights[None]
     scale = float(objective.evaluate(theta0[None], w)[0])
@@ -264,7 +268,7 @@ def polish(
         jac=True,
         method="L-BFGS-B",
         bounds=bounds,
-        options={"maxiter": 5000, "maxfun": 20000, "ftol": 1e-15, "gtol": 1e-12, "maxcor": 20},
+        options={"maxiter": maxiter, "maxfun": 4 * maxiter, "ftol": ftol, "gtol": gtol},
     )
     f, g = objective.evaluate(res.x[None], w, order=1)
     return PolishResult(res.x, float(f[0]), g[0], int(res.nit), bool(res.success), str(res.message))
