@@ -110,7 +110,7 @@ def coord_check(
     *,
     steps: int = 3,
     loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = default_loss,
-    seed: int = 0,
+    seeds: int = 1,
 ) -> CoordResult:
     """Record each layer's output RMS at initialization and after each of ``steps`` steps.
 
@@ -122,7 +122,9 @@ def coord_check(
             measurement is a forward pass on ``batches[0]``, so all widths see the same data.
         steps: optimizer steps to take.
         loss_fn: ``(output, target) -> scalar`` loss; cross-entropy by default.
-        seed: seeds ``torch`` before building each model.
+        seeds: models per width (``torch.manual_seed(0..seeds-1)`` before each build); the
+            RMS is averaged over them, as muP's coordinate check does, so that the finite-width
+            fluctuations of one random draw do not pass for a trend.
     """
     widths = [int(w) for w in widths]
     if len(widths) < 2:
@@ -132,11 +134,19 @@ def coord_check(
     if not batches:
         raise ValueError("batches: give at least one (input, target) batch")
     result = CoordResult(widths=widths, steps=steps)
+    if seeds < 1:
+        raise ValueError(f"seeds: must be >= 1, got {seeds}")
     for width in widths:
-        torch.manual_seed(seed)
-        model = build_model(width)
-        optimizer = make_optimizer(model)
-        result.rms[width] = _train_and_measure(model, optimizer, batches, steps, loss_fn, width)
+        runs = []
+        for seed in range(seeds):
+            torch.manual_seed(seed)
+            model = build_model(width)
+            optimizer = make_optimizer(model)
+            runs.append(_train_and_measure(model, optimizer, batches, steps, loss_fn, width))
+        result.rms[width] = [
+            {layer: sum(r[step][layer] for r in runs) / seeds for layer in runs[0][step]}
+            for step in range(steps + 1)
+        ]
     return result
 
 
