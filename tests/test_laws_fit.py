@@ -147,6 +147,7 @@ def test_json_round_trip_keeps_full_precision(points, tmp_path):
     assert set(stored) >= {"law", "params", "ci", "objective", "n_points", "diagnostics"}
     assert stored["data"]["parameter_count"].startswith("unspecified")
     assert FitResult.from_json(result.to_json()).params == result.params
+    assert FitResult.from_json(json.loads(result.to_json())).params == result.params
 
 
 def test_from_json_errors_are_clear(tmp_path):

@@ -34,6 +34,12 @@ def register(subparsers) -> None:
         metavar="R",
         help="bootstrap resamples for intervals (e.g. 4000; default 0: none)",
     )
+    p.add_argument(
+        "--start-grid",
+        type=_json_grid,
+        metavar="JSON",
+        help="override some start values, e.g. '{\"alpha\": [0.3, 0.5]}'",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--level", type=float, default=0.95, help="interval level (default 0.95)")
     p.add_argument(
@@ -97,6 +103,16 @@ def register(subparsers) -> None:
     p.set_defaults(func=_allocate)
 
 
+def _json_grid(text: str) -> dict:
+    try:
+        grid = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise argparse.ArgumentTypeError(f"not JSON ({err}); e.g. '{{\"alpha\": [0.3]}}'") from None
+    if not isinstance(grid, dict):
+        raise argparse.ArgumentTypeError("must be a JSON object {parameter: [start values]}")
+    return grid
+
+
 def _fit(args: argparse.Namespace) -> int:
     embeddings = None if args.embeddings is None else args.embeddings == "yes"
     points = load_points(args.file, embeddings=embeddings)
@@ -104,7 +120,7 @@ def _fit(args: argparse.Namespace) -> int:
     if options and args.law != "downstream_sigmoid":
         raise ValueError("--chance-error applies only to --law downstream_sigmoid")
     kwargs = dict(huber_delta=args.huber_delta, loss=args.loss, seed=args.seed, level=args.level,
-                  law_options=options)  # fmt: skip
+                  law_options=options, start_grid=args.start_grid)  # fmt: skip
     if args.bootstrap:
         print(f"fitting, then {args.bootstrap} bootstrap resamples...", file=sys.stderr)
     result = fit(points, args.law, bootstrap=args.bootstrap, **kwargs)
@@ -156,7 +172,8 @@ def _predict(args: argparse.Namespace) -> int:
 
 def _allocate(args: argparse.Namespace) -> int:
     result = FitResult.from_json(args.fit)
-    alloc = allocate(result, args.compute, level=args.level)
+    compute = args.compute[0] if len(args.compute) == 1 else args.compute
+    alloc = allocate(result, compute, level=args.level)
     if args.json:
         print(json.dumps(alloc.to_dict()))
         return 0

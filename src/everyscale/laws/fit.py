@@ -396,17 +396,26 @@ class FitResult:
         return text
 
     @classmethod
-    def from_json(cls, text_or_path: str | Path, law: Law | None = None) -> FitResult:
-        """Read `to_json` output (a JSON string or a file path). Custom laws must be passed."""
-        text = str(text_or_path)
-        if not text.lstrip().startswith("{"):
-            path = Path(text_or_path)
-            if not path.exists():
-                raise FileNotFoundError(
-                    f"fit file {str(path)!r} does not exist; run `everyscale fit` first"
-                )
-            text = path.read_text()
-        d = json.loads(text)
+    def from_json(cls, source: str | Path | Mapping, law: Law | None = None) -> FitResult:
+        """Read `to_json` output: a JSON string, a file path, or the parsed dict.
+
+        A fit of a custom law needs that law passed as `law=`.
+        """
+        if isinstance(source, Mapping):
+            d = dict(source)
+        else:
+            text = str(source)
+            if not text.lstrip().startswith("{"):
+                path = Path(source)
+                if not path.exists():
+                    raise FileNotFoundError(
+                        f"fit file {str(path)!r} does not exist; run `everyscale fit` first"
+                    )
+                text = path.read_text()
+            try:
+                d = json.loads(text)
+            except json.JSONDecodeError as err:
+                raise ValueError(f"fit JSON is not valid JSON: {err}") from None
         for key in ("law", "params", "objective", "n_points", "diagnostics"):
             if key not in d:
                 raise ValueError(f"fit JSON lacks field {key!r}; is this the output of to_json()?")
