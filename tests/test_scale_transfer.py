@@ -8,7 +8,14 @@ import math
 import pytest
 
 from everyscale.scale.plots import plot_transfer
-from everyscale.scale.transfer import analyse, parse_lr_grid, parse_sizes
+from everyscale.scale.transfer import (
+    SweepConfig,
+    analyse,
+    parse_lr_grid,
+    parse_lr_grids,
+    parse_sizes,
+    sweep,
+)
 
 
 def test_parse_lr_grid_forms():
@@ -111,3 +118,101 @@ def test_plot_transfer_writes_a_png_even_with_diverged_points(tmp_path):
     path = plot_transfer(out, tmp_path / "transfer.png")
     assert path.stat().st_size > 5000
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def tiny_sweep(out) -> SweepConfig:
+    return SweepConfig(
+        model="gpt",
+        data="shakespeare",
+        widths=[16, 32],
+        depth=1,
+        optimizers=["scion", "adamw"],
+        lrs={"scion": [2**-10, 2**-9], "adamw": [2**-8, 2**-7]},
+        seeds=1,
+        steps=3,
+        batch_size=4,
+        context=16,
+        val_windows=8,
+        coord_steps=2,
+        out=str(out),
+    )
+
+
+def test_tiny_sweep_end_to_end_and_resume(tmp_path):
+    config = tiny_sweep(tmp_path / "sweep")
+    result = sweep(config, progress=False)
+    assert result["runs_trained"] == 8 and result["runs_reused"] == 0
+    for name in ("transfer.json", "transfer.png", "coord.json", "coord.png"):
+        assert (tmp_path / "sweep" / name).stat().st_size > 0, name
+    stored = json.loads((tmp_path / "sweep" / "transfer.json").read_text())
+    assert stored["axis"] == "width" and stored["sizes"] == [16, 32]
+    for opt in ("scion", "adamw"):
+        entry = stored["optimizers"][opt]
+        assert entry["best_lrs"][0] in config.lrs[opt]
+        for size in entry["sizes"].values():
+            assert len(size["losses"]) == 2 and all(math.isfinite(v[0]) for v in size["losses"])
+    assert set(stored["coord_max_spread"]) == {"scion", "adamw"}
+    # Each run wrote its own files through everyscale.train.
+    run_dir = config.run_dir("scion", 32, 2**-9, 0)
+    assert json.loads((run_dir / "summary.json").read_text())["status"] == "completed"
+
+    # Resume: nothing is retrained and the numbers are the same.
+    config.coord_steps = 0  # checked above; skipping it keeps the test fast
+    again = sweep(config, progress=False)
+    assert again["runs_trained"] == 0 and again["runs_reused"] == 8
+    assert again["optimizers"] == result["optimizers"]
+
+    # A run recorded as diverged counts as inf, and its grid point can no longer be the best.
+    summary_path = config.run_dir("adamw", 16, 2**-8, 0) / "summary.json"
+    summary = json.loads(summary_path.read_text())
+    summary["status"] = "diverged"
+    summary_path.write_text(json.dumps(summary))
+    third = sweep(config, progress=False)
+    entry = third["optimizers"]["adamw"]["sizes"]["16"]
+    assert entry["mean_loss"][0] == math.inf and entry["diverged_runs"] == 1
+    assert entry["best_lr"] == 2**-7
+
+    # Other settings in the same directory are refused rather than silently reused.
+    config.steps = 4
+    with pytest.raises(ValueError, match="other settings"):
+        sweep(config, progress=False)
+
+
+def test_depth_sweep_sets_the_residual_multiplier():
+    config = SweepConfig(depths=[2, 8], width=32, alpha=1.0, optimizers=["scion"])
+    assert config.axis == "depth" and config.sizes == [2, 8]
+    assert config.shape(2)["residual_multiplier"] == 1.0
+    assert config.shape(8)["residual_multiplier"] == pytest.approx(0.25)
+    assert config.shape(8)["width"] == 32 and config.shape(8)["heads"] == 2
+    half = SweepConfig(depths=[2, 8], alpha=0.5)
+    assert half.shape(8)["residual_multiplier"] == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--widths", "64,100"], "head-dim"),
+        (["--widths", "64,128", "--heads", "3"], "heads=3"),
+        (["--widths", "64"], "at least two"),
+        (["--widths", ""], "widths"),
+        (["--lr-grid", ""], "lr-grid"),
+        (["--lr-grid", "adamw=2^-8:2^-6"], "no grid for scion"),
+        (["--optimizers", "scion,adam"], "unknown preset"),
+        (["--init", "-1"], "init"),
+    ],
+)
+def test_cli_bad_input_is_one_clear_line(tmp_path, capsys, argv, message):
+    from everyscale.cli import main
+
+    code = main(["transfer", "--out", str(tmp_path), "--steps", "2", *argv])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert not (tmp_path / "runs").exists()  # refused before any training
+
+
+def test_parse_lr_grids_per_optimizer():
+    grids = parse_lr_grids(["2^-3:2^-2", "adamw=0.001"], ["scion", "adamw"])
+    assert grids == {"scion": [0.125, 0.25], "adamw": [0.001]}
+    with pytest.raises(ValueError, match="not among"):
+        parse_lr_grids(["sgd=0.1", "0.2"], ["scion"])
