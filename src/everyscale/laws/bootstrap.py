@@ -67,7 +67,7 @@ def bootstrap(
     rng = np.random.default_rng(seed)
     weights = resample_weights(points.run, n_resamples, rng)
 
-    optima = fit_result.diagnostics.get("_local_optima") or [fit_result.theta.tolist()]
+    optima = fit_result.diagnostics.get("local_optima") or [fit_result.theta.tolist()]
     starts = np.array(optima[:max_starts], dtype=float)
     K = len(starts)
     theta0 = np.tile(starts, (n_resamples, 1))  # resample-major: rows k*K .. k*K+K-1

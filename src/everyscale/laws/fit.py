@@ -580,6 +580,10 @@ def fit(
             f"{grad_norm_relative:.2e}; L-BFGS-B: {best.message}): the fit may not have converged"
         )
 
+    if law.name.startswith("kaplan") and points.embeddings:
+        warnings.append(
+            "Kaplan et al. 2020 count non-embedding parameters; these N include embeddings"
+        )
     params = {name: float(v) for name, v in zip(law.param_names, best.theta)}
     derived = {k: float(v) for k, v in law.derived_values(params).items()}
     diagnostics = {
@@ -626,7 +630,7 @@ def fit(
         law_options=dict(law.options),
         law_obj=law,
     )
-    result.diagnostics["_local_optima"] = [r.theta.tolist() for r in polished]
+    result.diagnostics["local_optima"] = [r.theta.tolist() for r in polished]
     if bootstrap:
         from everyscale.laws.bootstrap import bootstrap as run_bootstrap
 

@@ -33,7 +33,8 @@ def plot_loss_vs_compute(fit: FitResult, points: Points, path: str | Path) -> Pa
         first = fit.get_law().inputs[0]
         x, xlabel = points[first], first
     colour = np.log10(points["N"]) if "N" in points else None
-    sc = ax.scatter(x, points[target], c=colour, s=14, cmap="viridis", label="runs", zorder=3)
+    style = {"c": colour, "cmap": "viridis"} if colour is not None else {"color": "C0"}
+    sc = ax.scatter(x, points[target], s=14, label="runs", zorder=3, **style)
     if colour is not None:
         fig.colorbar(sc, ax=ax, label="log10 N")
     if fit.law in ALLOCATABLE_LAWS and "C" in points:
@@ -95,7 +96,8 @@ def plot_bootstrap(fit: FitResult, path: str | Path) -> Path:
     for ax, j, name in zip(axes[0], range(len(names)), names):
         values = fit.bootstrap_samples[:, j]
         values = values[np.isfinite(values)]
-        ax.hist(values, bins=40, color="C0", alpha=0.7)
+        spread = np.ptp(values) > 1e-9 * max(1.0, float(np.max(np.abs(values))))
+        ax.hist(values, bins=40 if spread else 1, color="C0", alpha=0.7)  # 1 bin: all equal
         ax.axvline(fit.params[name], color="C3", label="fit")
         lo, hi = percentile_interval(values, fit.ci_level)
         for v in (lo, hi):
