@@ -23,9 +23,11 @@ it stopped. A run that diverges in the ladder or the held-out stage stops the la
 
 from __future__ import annotations
 
+import concurrent.futures
 import csv
 import json
 import math
+import multiprocessing
 import os
 import time
 from collections.abc import Callable
@@ -56,17 +58,24 @@ def run_ladder(
     *,
     resume: bool = False,
     progress: bool = True,
+    workers: int = 2,
     train_fn: TrainFn | None = None,
 ) -> dict:
     """Run the whole ladder under ``out`` and return what ``ladder.json`` holds.
 
-    ``train_fn`` replaces the training engine (tests use it to simulate a diverged run);
-    by default each run is ``everyscale.train.run`` on the plan's GPT.
+    ``workers`` runs of a stage train at once, each in its own process on one thread: on a
+    few CPU cores, small models use two single-threaded processes far better than one process
+    with two threads (and two threads per process on a busy machine are much slower still).
+    The numbers do not depend on ``workers``. ``train_fn`` replaces the training engine (tests
+    use it; it must be a module-level function when ``workers > 1``); by default each run is
+    ``everyscale.train.run`` on the plan's GPT.
     Raises :class:`LadderError` (a ``ValueError``) when a run diverges or the law cannot be
     fitted; ``ladder.json`` and ``report.md`` then describe the failure.
     """
     from everyscale.ladder import report
 
+    if not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"--workers: must be a positive integer, got {workers!r}")
     out = Path(out)
     _prepare_out(out, plan, resume)
     train_fn = train_fn or train_run
@@ -74,37 +83,53 @@ def run_ladder(
     started = time.time()
 
     specs = [*plan.sweep_runs(), *plan.ladder_runs(), plan.target_run()]
-    total = sum(_run_cost(plan, s) for s in specs)
     bar = tqdm(
-        total=total,
+        total=round(sum(_run_cost(plan, s) for s in specs), 1),
         disable=not progress,
         desc="ladder",
         unit="run-equiv",
         bar_format="{desc}: {percentage:3.0f}%|{bar}| [{elapsed}<{remaining}] {postfix}",
     )
+    pool = None
+    if workers > 1:
+        # spawn, not fork: a forked child of a process that already ran torch can deadlock.
+        context = multiprocessing.get_context("spawn")
+        pool = concurrent.futures.ProcessPoolExecutor(max_workers=workers, mp_context=context)
 
-    def train(spec: RunSpec, *, may_diverge: bool) -> dict:
-        bar.set_postfix_str(spec.name)
-        record = _train_one(spec, plan, out, resume, train_fn)
-        result["runs"].append(record)
-        bar.update(_run_cost(plan, spec))
-        if record["status"] == "diverged" and not may_diverge:
-            raise LadderError(
-                f"run {spec.name} (width {spec.width}, {spec.tokens:,} tokens, lr {spec.lr:g}) "
-                f"diverged: {record.get('error', 'non-finite loss')}. The finished runs are kept "
-                f"in {out / 'runs'} and no law was fitted; lower the learning-rate grid "
-                f"(--lr-grid) and run the ladder again with a new --out"
-            )
-        return record
+    def train(stage_specs: list[RunSpec], *, may_diverge: bool) -> list[dict]:
+        """Train a stage's runs (in parallel when there is a pool); records in spec order."""
+        bar.set_postfix_str(f"{stage_specs[0].stage}: {len(stage_specs)} runs")
+        args = [(spec, plan, out, resume, train_fn) for spec in stage_specs]
+        records: dict[str, dict] = {}
+        if pool is None or len(stage_specs) == 1:
+            completed = (execute_run(*a) for a in args)
+        else:
+            futures = [pool.submit(execute_run, *a) for a in args]
+            completed = (f.result() for f in concurrent.futures.as_completed(futures))
+        for record in completed:
+            records[record["name"]] = record
+            bar.update(round(_run_cost(plan, _spec_of(stage_specs, record["name"])), 1))
+            if record["status"] == "diverged" and not may_diverge:
+                # Keep the records of the runs that finished, then stop.
+                result["runs"].extend(records.values())
+                raise LadderError(
+                    f"run {record['name']} (width {record['width']}, {record['D']:,} tokens, "
+                    f"lr {record['lr']:g}) diverged: {record.get('error', 'non-finite loss')}. "
+                    f"The finished runs are kept in {out / 'runs'} and no law was fitted; lower "
+                    f"the learning-rate grid (--lr-grid) and run the ladder again with a new --out"
+                )
+        ordered = [records[spec.name] for spec in stage_specs]
+        result["runs"].extend(ordered)
+        return ordered
 
     try:
         # 1. tune: a sweep on the smallest model; diverged learning rates are data, not errors.
-        sweep = [train(spec, may_diverge=True) for spec in plan.sweep_runs()]
+        sweep = train(plan.sweep_runs(), may_diverge=True)
         lr, lr_note = choose_lr(sweep)
         result["lr"] = {"chosen": lr, "note": lr_note, "grid": list(plan.lr_grid)}
 
         # 2. transfer: the ladder with the chosen learning rate.
-        ladder = [train(spec, may_diverge=False) for spec in plan.ladder_runs(lr)]
+        ladder = train(plan.ladder_runs(lr), may_diverge=False)
 
         # 3-4. fit and predict, written down before the held-out model is trained.
         target_spec = plan.target_run(lr)
@@ -114,7 +139,7 @@ def run_ladder(
         result.update(prediction)
 
         # 5. check.
-        target = train(target_spec, may_diverge=False)
+        (target,) = train([target_spec], may_diverge=False)
         result["actual"] = target["final_val_loss"]
         result.update(compare(prediction, target["final_val_loss"]))
         result["status"] = "done"
@@ -130,10 +155,16 @@ def run_ladder(
         )
         raise
     finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
         bar.close()
         result["wall_seconds"] = time.time() - started
         report.write_all(out, plan, result)
     return result
+
+
+def _spec_of(specs: list[RunSpec], name: str) -> RunSpec:
+    return next(spec for spec in specs if spec.name == name)
 
 
 # ----------------------------------------------------------------------------- runs
@@ -172,8 +203,14 @@ def describe_run(spec: RunSpec, plan: LadderPlan) -> dict:
     }
 
 
-def _train_one(spec: RunSpec, plan: LadderPlan, out: Path, resume: bool, train_fn: TrainFn) -> dict:
-    """Train (or reuse) one run and return its record for ladder.json."""
+def execute_run(
+    spec: RunSpec, plan: LadderPlan, out: Path, resume: bool, train_fn: TrainFn
+) -> dict:
+    """Train (or reuse) one run and return its record for ladder.json.
+
+    Runs in a worker process when the ladder trains in parallel, so it returns plain data
+    (a divergence becomes ``status: "diverged"``, not an exception crossing processes).
+    """
     record = describe_run(spec, plan)
     run_dir = out / "runs" / spec.name
     record["dir"] = str(run_dir.relative_to(out))
@@ -249,6 +286,7 @@ def train_config(spec: RunSpec, plan: LadderPlan, run_dir: Path, resume: bool):
         checkpoint_every=max(1, steps // 4),
         keep_checkpoint=False,
         seed=plan.seed,
+        threads=plan.threads,
         out=str(run_dir),
         resume=resume,
         quiet=True,

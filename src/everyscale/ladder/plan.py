@@ -39,8 +39,10 @@ MIN_STEPS = 8
 # parameters or in tokens (issue 6), so the prediction is a real extrapolation.
 TARGET_FACTOR = 4.0
 
-# Budget presets. "tiny" exists for tests (seconds); "small" is `make demo` (at most 10 minutes
-# on 2 cores, held-out run included); "medium" is the honest run behind docs/ladder.md.
+# Budget presets. The sweep's grid is the preset's default learning rate (everyscale.optim's
+# DEFAULT_LR, e.g. 2^-12 for scion) times 2^k for k in ``lr_steps``. "tiny" exists for tests
+# (seconds); "small" is `make demo` (at most 10 minutes on 2 cores, held-out run included);
+# "medium" is the honest run behind docs/ladder.md.
 _BUDGET_DEFAULTS: dict[str, dict] = {
     "tiny": dict(
         widths=(16, 24, 32),
@@ -50,7 +52,7 @@ _BUDGET_DEFAULTS: dict[str, dict] = {
         depth=1,
         context=32,
         batch_size=8,
-        lr_grid=(2.0**-5, 2.0**-3),
+        lr_steps=(0, 2),
         bootstrap=50,
         val_windows=32,
     ),
@@ -62,7 +64,7 @@ _BUDGET_DEFAULTS: dict[str, dict] = {
         depth=2,
         context=64,
         batch_size=16,
-        lr_grid=(2.0**-6, 2.0**-5, 2.0**-4, 2.0**-3, 2.0**-2),
+        lr_steps=(-1, 0, 1, 2, 3),
         bootstrap=400,
         val_windows=256,
     ),
@@ -74,7 +76,7 @@ _BUDGET_DEFAULTS: dict[str, dict] = {
         depth=2,
         context=64,
         batch_size=16,
-        lr_grid=(2.0**-7, 2.0**-6, 2.0**-5, 2.0**-4, 2.0**-3, 2.0**-2),
+        lr_steps=(-2, -1, 0, 1, 2, 3),
         bootstrap=1000,
         val_windows=512,
     ),
@@ -86,7 +88,7 @@ _BUDGET_DEFAULTS: dict[str, dict] = {
         depth=4,
         context=128,
         batch_size=32,
-        lr_grid=(2.0**-7, 2.0**-6, 2.0**-5, 2.0**-4, 2.0**-3, 2.0**-2),
+        lr_steps=(-2, -1, 0, 1, 2, 3),
         bootstrap=2000,
         val_windows=1024,
     ),
@@ -132,6 +134,7 @@ class LadderPlan:
     warmup: float = 0.0  # Scion's runs use no warmup ([S], Section 5)
     cooldown: float = 0.3  # linear decay over the last 30% of steps ([S]; BRIEF section 2)
     embeddings: bool = False  # whether N counts the token/position embeddings
+    threads: int = 1  # torch threads per run (runs train side by side, see run_ladder)
     extra: dict = field(default_factory=dict)  # free-form notes recorded in the report
 
     @property
@@ -281,16 +284,34 @@ def make_plan(
             if target_tokens is not None
             else (default_target_tokens if default_target_tokens is not None else max(tokens))
         ),
-        lr_grid=tuple(float(x) for x in (lr_grid if lr_grid is not None else defaults["lr_grid"])),
+        lr_grid=tuple(
+            float(x)
+            for x in (
+                lr_grid
+                if lr_grid is not None
+                else [default_lr(preset) * 2.0**k for k in defaults["lr_steps"]]
+            )
+        ),
         bootstrap=int(bootstrap if bootstrap is not None else defaults["bootstrap"]),
         seed=seed,
         embeddings=embeddings,
-        **{k: v for k, v in defaults.items() if k not in ("lr_grid", "bootstrap")},
+        **{k: v for k, v in defaults.items() if k not in ("lr_steps", "bootstrap")},
     )
     if plan.target_width == 0:
         plan = dataclasses.replace(plan, target_width=auto_target_width(plan, count_params))
     validate_plan(plan, count_params)
     return plan
+
+
+def default_lr(preset: str) -> float:
+    """The optimizer preset's default learning rate (the centre of the sweep's grid)."""
+    from everyscale.optim.presets import DEFAULT_LR
+
+    if preset not in DEFAULT_LR:
+        raise ValueError(
+            f"--preset: unknown preset {preset!r}; choose one of {', '.join(DEFAULT_LR)}"
+        )
+    return DEFAULT_LR[preset]
 
 
 def auto_target_width(plan: LadderPlan, count_params: Callable[[LadderPlan, int], int]) -> int:

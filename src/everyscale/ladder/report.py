@@ -356,7 +356,7 @@ def plot_loss_vs_compute(out: Path, result: dict) -> bool:
     if fit_json and "error" not in fit_json:
         from everyscale import laws
 
-        fit = laws.FitResult.from_json(fit_json)
+        fit = laws.FitResult.from_json(json.dumps(fit_json))
         sizes = {r["width"]: r["N"] for r in ladder}
         if target:
             sizes[target["width"]] = target["N"]
