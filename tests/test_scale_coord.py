@@ -25,7 +25,7 @@ def check(preset: str, lr: float, batches, init_radius: float | None) -> CoordRe
     def build(width: int):
         model = build_model("gpt", width=width, depth=2, heads=width // 16, context=32)
         if init_radius is not None:
-            init_(model, preset, radius=init_radius)
+            init_(model, preset, init_radius=init_radius)
         return model
 
     return coord_check(

@@ -368,7 +368,9 @@ def plan(
     return out
 
 
-def init_(model: nn.Module, preset: str, radius: float | None = None, **overrides) -> nn.Module:
+def init_(
+    model: nn.Module, preset: str, init_radius: float | None = None, **overrides
+) -> nn.Module:
     """Initialize every parameter on the boundary of its role's norm ball, times its radius.
 
     The preset (through :func:`everyscale.optim.optimizer`) gives each parameter its norm and
@@ -379,14 +381,15 @@ def init_(model: nn.Module, preset: str, radius: float | None = None, **override
     have a ball; steepest-descent groups (``sharp``: SGD, AdamW) keep the model's own
     initialization, which is the standard parametrization.
 
-    ``radius`` replaces every group's radius for the initialization only (the optimizer keeps
-    its own). Scion's reference code initializes its MLP on the balls at radius 1 but keeps the
+    ``init_radius`` replaces every group's radius for the initialization only (the optimizer
+    keeps its own; ``overrides`` such as ``radius=`` go to the preset). Scion's reference code
+    initializes its MLP on the balls at radius 1 but keeps the
     model's own initialization for nanoGPT, where the radii are 50 and 3000 [S, App. E.3]:
     on a GPT with learned norm gains, the boundary at radius 50 puts the gains at 50 and the
     logits near 1e4 (measured: validation loss above 1e3 after 100 steps at any learning rate).
     """
-    if radius is not None and not (math.isfinite(radius) and radius > 0):
-        raise ValueError(f"radius: must be a finite number > 0 (or None), got {radius!r}")
+    if init_radius is not None and not (math.isfinite(init_radius) and init_radius > 0):
+        raise ValueError(f"init_radius: must be a finite number > 0 or None, got {init_radius!r}")
     from everyscale.optim import get_norm, optimizer
 
     opt = optimizer(model, preset, lr=1e-3, **overrides)
@@ -398,5 +401,5 @@ def init_(model: nn.Module, preset: str, radius: float | None = None, **override
             if isinstance(norm, str):
                 norm = get_norm(norm, **group.get("norm_kwargs", {}))
             for p in group["params"]:
-                norm.init_(p, group["radius"] if radius is None else radius)
+                norm.init_(p, group["radius"] if init_radius is None else init_radius)
     return model

@@ -125,10 +125,13 @@ def batch_size_lr(lr: float, batch_size: int, base_batch_size: int, preset: str)
     are normalized like Adam's and follow the square-root rule. The rules hold below the
     critical batch size; beyond it the learning rate stops growing.
     """
+    from everyscale.train.schedules import scale_lr_for_batch_size  # the one implementation
+
     lr = _nonnegative_lr(lr)
-    ratio = _positive("batch_size", batch_size) / _positive("base_batch_size", base_batch_size)
-    power = 1.0 if update_family(preset) == "linear" else 0.5
-    return lr * ratio**power
+    _positive("batch_size", batch_size)
+    _positive("base_batch_size", base_batch_size)
+    rule = "linear" if update_family(preset) == "linear" else "sqrt"
+    return scale_lr_for_batch_size(lr, batch_size, base_batch_size, rule)
 
 
 def horizon_lr(

@@ -160,7 +160,9 @@ def analyse(
     The mean over seeds is ``inf`` if any seed diverged. ``best_lr_shift_steps`` is the
     largest minus the smallest grid index of the best learning rate over the sizes (with a
     power-of-2 grid, one step is a factor of 2); ``best_at_grid_edge`` flags an optimum on
-    the grid's edge, where the true optimum may lie outside the grid.
+    the grid's edge, where the true optimum may lie outside the grid. ``transfers`` needs all
+    three: a shift of at most one step, a best loss that falls with size, and every optimum
+    inside the grid.
     """
     grids = {opt: sorted(lrs[opt] if isinstance(lrs, Mapping) else lrs) for opt in optimizers}
     table: dict[tuple[str, int, float, int], float] = {}
@@ -210,15 +212,16 @@ def analyse(
         all_found = all(i is not None for i in indices)
         shift = max(indices) - min(indices) if all_found else None
         falls = all_found and all(b < a for a, b in itertools.pairwise(best_losses))
+        inside = all_found and not any(e["best_at_grid_edge"] for e in per_size.values())
         out["optimizers"][opt] = {
             "sizes": per_size,
             "best_lrs": [e["best_lr"] for e in per_size.values()],
             "best_losses": best_losses,
             "best_lr_shift_steps": shift,
             "best_loss_falls_with_size": bool(falls),
-            "optimum_inside_grid": all_found
-            and not any(e["best_at_grid_edge"] for e in per_size.values()),
-            "transfers": bool(all_found and shift <= 1 and falls),
+            "optimum_inside_grid": inside,
+            # An optimum on the grid's edge may lie outside it: no verdict of transfer then.
+            "transfers": bool(all_found and shift <= 1 and falls and inside),
         }
     return out
 
@@ -266,6 +269,8 @@ class SweepConfig:
     # One thread per run: on a shared 2-core machine, two threads per process oversubscribe
     # the cores and a step runs up to 10x slower (measured); None keeps torch's default.
     threads: int | None = 1
+    # Preset options per optimizer, e.g. {"scion": {"radius": 1.0, "output_radius": 1024.0}}.
+    options: dict[str, dict] = field(default_factory=dict)
     out: str = "runs/transfer"
 
     @property
@@ -347,6 +352,7 @@ class SweepConfig:
             seed=seed,
             val_windows=self.val_windows,
             threads=self.threads,
+            optimizer_options=dict(self.options.get(optimizer, {})),
             keep_checkpoint=False,
             resume=True,
             quiet=True,
@@ -370,20 +376,22 @@ def make_optimizer_factory(
     width_rule: str = "none",
     init: str | float = 1.0,
     width: int | None = None,
+    options: Mapping[str, object] | None = None,
 ) -> Callable[[nn.Module], torch.optim.Optimizer]:
     """``model -> optimizer`` for a scaled run: initialize on the preset's norm balls (``init``
     a radius or ``"preset"``; ``"default"`` leaves the model as built), build the preset at
     ``lr``, and apply the :class:`ScalePlan`'s per-parameter learning-rate factors relative to
-    ``base`` (the proxy)."""
+    ``base`` (the proxy). ``options`` go to the preset (e.g. ``radius``, ``output_radius``)."""
     from everyscale.optim import optimizer as build_optimizer
 
     init = parse_init(init)
+    options = dict(options or {})
 
     def factory(model: nn.Module) -> torch.optim.Optimizer:
         if init == "preset":
-            init_(model, preset)
+            init_(model, preset, **options)
         elif init != "default":
-            init_(model, preset, radius=init)
+            init_(model, preset, init_radius=init, **options)
         example = model.example_input() if hasattr(model, "example_input") else None
         scaling = plan(
             model,
@@ -394,7 +402,7 @@ def make_optimizer_factory(
             width_rule=width_rule,
             example_input=example,
         )
-        return scaling.apply(build_optimizer(model, preset, lr=lr), model)
+        return scaling.apply(build_optimizer(model, preset, lr=lr, **options), model)
 
     return factory
 
@@ -464,6 +472,7 @@ def sweep(config: SweepConfig, *, progress: bool = True) -> dict:
                 alpha=config.alpha,
                 width_rule=config.width_rule,
                 init=config.init,
+                options=config.options.get(opt),
             )
             try:
                 summary = run(train_config, optimizer_factory=factory)
@@ -512,7 +521,13 @@ def coordinate_check(config: SweepConfig, result: dict, dataset) -> dict[str, Co
         grid = config.lrs[opt]
         lr = result["optimizers"][opt]["best_lrs"][0] or grid[len(grid) // 2]
         factory = make_optimizer_factory(
-            opt, lr, proxy, alpha=config.alpha, width_rule=config.width_rule, init=config.init
+            opt,
+            lr,
+            proxy,
+            alpha=config.alpha,
+            width_rule=config.width_rule,
+            init=config.init,
+            options=config.options.get(opt),
         )
         out[opt] = coord_check(
             lambda width: config.build(width, dataset),
