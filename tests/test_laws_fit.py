@@ -16,6 +16,11 @@ TRUE = chinchilla_params(**BESIROGLU)
 # A small start grid keeps these tests fast; the full 4,500-start grid is exercised by the
 # benchmark and by the slow test at the end.
 GRID = {"a": [5.0, 10.0], "b": [5.0, 10.0], "e": [0.0, 1.0], "alpha": [0.5], "beta": [0.5]}
+# How closely two runs of the optimizer must agree. The Huber objective with delta = 1e-3 is
+# nearly an L1 loss: along the weakest direction (mostly a and b, the logs of A and B) the
+# objective changes by less than 1e-15 relative over ~1e-5 in the parameters, so agreement to
+# 1e-4 (a 0.01% change in A or B, ~1e-3 of their bootstrap spread) is what float64 can promise.
+PARAM_ATOL = 1e-4
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +56,7 @@ def test_scaling_the_objective_does_not_move_the_optimum(points, result):
     doubled = fit(load_points(records(points, repeat=2)), start_grid=GRID)
     assert doubled.objective == pytest.approx(2 * result.objective, rel=1e-9)
     for name, value in result.params.items():
-        assert doubled.params[name] == pytest.approx(value, rel=1e-6, abs=1e-8)
+        assert doubled.params[name] == pytest.approx(value, abs=PARAM_ATOL)
 
 
 def test_scaling_the_loss_only_shifts_the_log_coefficients(points, result):
@@ -60,9 +65,11 @@ def test_scaling_the_loss_only_shifts_the_log_coefficients(points, result):
         k: [v + np.log(10.0) for v in vals] if k in "abe" else vals for k, vals in GRID.items()
     })  # fmt: skip
     for name in ("alpha", "beta"):
-        assert scaled.params[name] == pytest.approx(result.params[name], rel=1e-6)
+        assert scaled.params[name] == pytest.approx(result.params[name], abs=PARAM_ATOL)
     for name in ("a", "b", "e"):
-        assert scaled.params[name] == pytest.approx(result.params[name] + np.log(10.0), abs=1e-6)
+        assert scaled.params[name] == pytest.approx(
+            result.params[name] + np.log(10.0), abs=PARAM_ATOL
+        )
 
 
 def test_shifted_start_grid_reaches_the_same_optimum(points, result):
@@ -70,7 +77,8 @@ def test_shifted_start_grid_reaches_the_same_optimum(points, result):
     shifted = {k: [v + shift[k] for v in vals] for k, vals in GRID.items()}
     other = fit(points, start_grid=shifted)
     for name, value in result.params.items():
-        assert other.params[name] == pytest.approx(value, rel=1e-6, abs=1e-8)
+        assert other.params[name] == pytest.approx(value, abs=PARAM_ATOL)
+    assert other.objective == pytest.approx(result.objective, rel=1e-9)
 
 
 def test_matches_a_plain_scipy_lbfgsb_fit(points, result):

@@ -530,7 +530,7 @@ def fit(
     lower, upper = law.bound_arrays()
     starts = law.grid(start_grid)
 
-    ends, f_ends, iters, converged = batched_lm(objective, starts, lower, upper)
+    ends, f_ends, iters, converged = batched_lm(objective, starts, lower, upper, ftol=1e-10)
     order = np.argsort(f_ends)
     if not np.isfinite(f_ends[order[0]]):
         raise ValueError(
