@@ -155,3 +155,32 @@ def test_bad_input():
     with pytest.raises(ValueError, match="proxy has no parameter"):
         plan(target, "scion", {"embed.weight": (256, 32)}, roles=roles)
     assert base_shapes(gpt(32))["head.weight"] == (256, 32)
+
+
+def test_init_puts_every_parameter_on_its_ball_and_leaves_adamw_alone():
+    from everyscale.optim import optimizer
+    from everyscale.scale import init_
+
+    model = gpt(64)
+    init_(model, "scion", init_radius=1.0)
+    opt = optimizer(model, "scion", lr=0.01)
+    for group in opt.param_groups:
+        norm = opt.norm_of(group)
+        for p in group["params"]:
+            assert float(norm.norm(p.detach())) == pytest.approx(1.0, rel=1e-3), group["role"]
+    # Exact checks against the definitions: semi-orthogonal hidden matrices (every singular
+    # value sqrt(d_out/d_in) in the RMS->RMS scaling), random-sign head entries +-1/d_in.
+    fc = model.blocks[0].mlp.fc.weight.detach()  # (4w, w)
+    assert torch.linalg.svdvals(fc) == pytest.approx(torch.full((64,), 2.0), rel=1e-3)
+    head = model.head.weight.detach()
+    assert torch.allclose(head.abs(), torch.full_like(head, 1 / 64))
+    # The preset's own radii (50, and 3000 for the head) when no init radius is given.
+    init_(model, "scion")
+    assert float(model.head.weight.detach().abs().max()) == pytest.approx(3000 / 64)
+    # AdamW's geometry has no ball: the model keeps its own initialization.
+    fresh = gpt(64)
+    before = {n: p.detach().clone() for n, p in fresh.named_parameters()}
+    init_(fresh, "adamw")
+    assert all(torch.equal(before[n], p) for n, p in fresh.named_parameters())
+    with pytest.raises(ValueError, match="init_radius"):
+        init_(fresh, "scion", init_radius=0.0)
