@@ -280,3 +280,208 @@ def test_report_of_a_failed_ladder_draws_no_verdict(tmp_path):
     report = render_markdown(plan, result)
     assert "The ladder stopped" in report and "diverged at step 3" in report
     assert "relative error of the law" not in report and "Fitted laws" not in report
+
+
+# ----------------------------------------------------------------------------- whole ladders
+
+
+def known_law(n: float, d: float) -> float:
+    """The synthetic truth of the fake engine below: a Chinchilla law [H]."""
+    return 1.2 + 30.0 / n**0.30 + 90.0 / d**0.35
+
+
+def fake_train(spec, plan, run_dir, resume):
+    """Stands in for the engine: writes the files a run writes, with the known law's loss.
+
+    The learning rate matters only through a penalty away from 2^-11 (so the sweep has an
+    interior optimum); every ladder run uses the chosen rate, so the ladder lies on the law.
+    """
+    from everyscale.ladder.ladder import describe_run
+
+    info = describe_run(spec, plan)
+    loss = known_law(info["N"], info["D"]) + 0.01 * (math.log2(spec.lr) + 11) ** 2
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "metrics.jsonl").write_text(
+        json.dumps({"step": info["steps"], "tokens": info["D"], "train_loss": loss}) + "\n"
+    )
+    summary = {"status": "completed", "final_val_loss": loss, "wall_seconds": 0.0}
+    (run_dir / "summary.json").write_text(json.dumps(summary))
+    return summary
+
+
+@pytest.fixture(scope="module")
+def known_law_ladder(tmp_path_factory):
+    """A ladder whose runs lie on the known law (fake engine: only the fits cost time)."""
+    from everyscale.ladder import run_ladder
+
+    # Three token budgets: with two, beta and E are not separately identified (the held-out
+    # model's prediction still is, at the largest budget, which the default plans rely on).
+    plan = make_plan(
+        "tiny",
+        tokens=(8192, 16384, 32768),
+        lr_grid=(2.0**-12, 2.0**-11, 2.0**-10),
+        bootstrap=20,
+    )
+    out = tmp_path_factory.mktemp("known") / "ladder"
+    result = run_ladder(plan, out, progress=False, workers=1, train_fn=fake_train)
+    return plan, out, result
+
+
+def test_ladder_recovers_a_known_law_and_beats_the_naive_predictions(known_law_ladder):
+    _, _, result = known_law_ladder
+    assert result["status"] == "done"
+    assert result["lr"]["chosen"] == 2.0**-11
+    truth = known_law(result["target"]["N"], result["target"]["D"])
+    assert result["actual"] == pytest.approx(truth, rel=1e-12)
+    # Noise-free points on the law: the fit extrapolates to the held-out model almost exactly,
+    # far better than either naive guess (which miss by percents at this extrapolation).
+    assert result["relative_error"] < 1e-3
+    better_naive = min(v["relative_error"] for v in result["naive"].values())
+    assert better_naive > 0.01 and result["beats_naive_by_half"]
+    fitted = result["fits"]["chinchilla"]["params"]
+    assert fitted["alpha"] == pytest.approx(0.30, rel=0.05)
+    assert fitted["beta"] == pytest.approx(0.35, rel=0.05)
+    # The over-training law (equal exponents) is fitted and reported beside it.
+    assert "overtrain" in result["predictions"]
+
+
+def diverging_ladder_run(spec, plan, run_dir, resume):
+    """The real engine, except that the first ladder run gets an absurd learning rate."""
+    import dataclasses
+
+    from everyscale.ladder.ladder import train_config
+    from everyscale.train import run
+
+    config = train_config(spec, plan, run_dir, resume)
+    if spec.name == plan.ladder_runs()[0].name:
+        config = dataclasses.replace(config, optimizer="sgd", lr=1e6)
+    return run(config)
+
+
+def test_a_diverged_ladder_run_stops_with_a_clear_message_and_keeps_finished_runs(tmp_path):
+    from everyscale.ladder import run_ladder
+
+    plan = make_plan("tiny", data="shakespeare", lr_grid=(2.0**-11,))
+    first = plan.ladder_runs()[0].name
+    with pytest.raises(LadderError, match=rf"{first} .*diverged.*kept") as caught:
+        run_ladder(plan, tmp_path, progress=False, workers=1, train_fn=diverging_ladder_run)
+    assert "--lr-grid" in str(caught.value)
+    saved = json.loads((tmp_path / "ladder.json").read_text())
+    assert saved["status"] == "failed" and "diverged" in saved["error"]
+    assert "prediction" not in saved and "fits" not in saved
+    assert not (tmp_path / "prediction.json").exists()
+    # The sweep's run finished and is kept with its own metrics.
+    sweep_dir = tmp_path / "runs" / plan.sweep_runs()[0].name
+    assert json.loads((sweep_dir / "summary.json").read_text())["status"] == "completed"
+    assert (sweep_dir / "metrics.jsonl").stat().st_size > 0
+    assert "The ladder stopped" in (tmp_path / "report.md").read_text()
+
+
+def test_out_folder_is_not_overwritten_and_resume_needs_the_same_plan(known_law_ladder):
+    from everyscale.ladder import run_ladder
+
+    plan, out, _ = known_law_ladder
+    with pytest.raises(ValueError, match="--resume"):
+        run_ladder(plan, out, progress=False, workers=1, train_fn=fake_train)
+    other = make_plan("tiny", tokens=(8192, 16384, 32768), lr_grid=(2.0**-12,), bootstrap=20)
+    with pytest.raises(ValueError, match=r"different plan.*lr_grid"):
+        run_ladder(other, out, progress=False, workers=1, train_fn=fake_train, resume=True)
+
+
+@pytest.fixture(scope="module")
+def tiny_ladder(tmp_path_factory):
+    """A real tiny ladder, trained once through the command line (two worker processes)."""
+    from everyscale.cli import main
+
+    out = tmp_path_factory.mktemp("ladder") / "tiny"
+    argv = ["ladder", "--budget", "tiny", "--data", "shakespeare", "--out", str(out), "--quiet"]
+    assert main(argv) == 0
+    return out
+
+
+def test_tiny_ladder_writes_every_artifact_consistently(tiny_ladder):
+    from everyscale.ladder.report import PLOTS
+
+    out = tiny_ladder
+    for name in ("report.md", "ladder.json", "prediction.json", "points.csv", "plan.json"):
+        assert (out / name).stat().st_size > 0, name
+    for name in PLOTS:
+        assert (out / name).stat().st_size > 5_000, name
+    saved = json.loads((out / "ladder.json").read_text())
+    assert saved["status"] == "done" and "plot_errors" not in saved
+    plan = LadderPlan.from_json(saved["plan"])
+    runs = {r["name"]: r for r in saved["runs"]}
+    expected = [*plan.sweep_runs(), *plan.ladder_runs(), plan.target_run()]
+    assert sorted(runs) == sorted(s.name for s in expected)
+
+    # Every run kept the engine's own files, and the ladder's numbers are the engine's.
+    for r in runs.values():
+        run_dir = out / r["dir"]
+        summary = json.loads((run_dir / "summary.json").read_text())
+        assert summary["status"] == "completed"
+        assert r["final_val_loss"] == summary["final_val_loss"]
+        assert r["D"] == summary["tokens"]
+        assert r["N"] == summary["non_embedding_params"]
+        assert r["C"] == pytest.approx(6 * r["N"] * r["D"])
+        assert len((run_dir / "metrics.jsonl").read_text().splitlines()) > r["steps"]
+
+    # The chosen lr is the sweep's best, and every later run used it.
+    sweep = [r for r in runs.values() if r["stage"] == "sweep"]
+    best = min(sweep, key=lambda r: r["final_val_loss"])
+    assert saved["lr"]["chosen"] == best["lr"]
+    later = [r for r in runs.values() if r["stage"] != "sweep"]
+    assert all(r["lr"] == best["lr"] for r in later)
+
+    # The held-out model is >= 4x the largest ladder model, and was predicted before training.
+    ladder = [r for r in later if r["stage"] == "ladder"]
+    target = runs[plan.target_run().name]
+    assert target["N"] >= 4 * max(r["N"] for r in ladder)
+    prediction = json.loads((out / "prediction.json").read_text())
+    target_config = out / target["dir"] / "config.json"
+    assert (out / "prediction.json").stat().st_mtime <= target_config.stat().st_mtime
+    assert prediction["prediction"] == saved["prediction"]
+    lo, hi = saved["interval"]
+    assert lo <= saved["prediction"] <= hi
+
+    # The verdict is recomputed from the raw numbers.
+    actual = target["final_val_loss"]
+    assert saved["actual"] == actual
+    assert saved["relative_error"] == pytest.approx(abs(saved["prediction"] - actual) / actual)
+    assert saved["inside_interval"] == (lo <= actual <= hi)
+    best_loss = min(r["final_val_loss"] for r in ladder)
+    assert saved["naive"]["best_in_ladder"]["prediction"] == best_loss
+    line = loglog_compute(
+        [r["C"] for r in ladder], [r["final_val_loss"] for r in ladder], target["C"]
+    )
+    assert saved["naive"]["loglog_compute"]["prediction"] == pytest.approx(line, rel=1e-12)
+    for entry in saved["naive"].values():
+        assert entry["relative_error"] == pytest.approx(abs(entry["prediction"] - actual) / actual)
+
+    # The points the law was fitted to are the ladder's runs.
+    rows = (out / "points.csv").read_text().splitlines()
+    assert len(rows) == 1 + len(ladder)
+    report = (out / "report.md").read_text()
+    assert f"{actual:.4f}" in report and "best_in_ladder" in report
+
+
+def test_resume_reuses_every_finished_run(tiny_ladder):
+    from everyscale.ladder import run_ladder
+
+    before = json.loads((tiny_ladder / "ladder.json").read_text())
+    plan = LadderPlan.from_json(before["plan"])
+    after = run_ladder(plan, tiny_ladder, resume=True, progress=False, workers=1)
+    assert all(r["reused"] for r in after["runs"])
+    assert after["actual"] == before["actual"] and after["prediction"] == before["prediction"]
+
+
+def test_cli_reports_bad_input_in_one_line(tmp_path, capsys):
+    from everyscale.cli import main
+
+    out = str(tmp_path / "x")
+    assert main(["ladder", "--budget", "tiny", "--widths", "16,32", "--out", out]) == 2
+    assert "--widths" in capsys.readouterr().err
+    assert main(["ladder", "--budget", "tiny", "--target", "24", "--out", out]) == 2
+    assert "--target" in capsys.readouterr().err
+    assert main(["ladder", "--budget", "tiny", "--preset", "nope", "--out", out]) == 2
+    assert "--preset" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()  # nothing is trained or written on bad input

@@ -46,15 +46,15 @@ TARGET_FACTOR = 4.0
 _BUDGET_DEFAULTS: dict[str, dict] = {
     "tiny": dict(
         widths=(16, 24, 32),
-        tokens=(8_192, 16_384),
+        tokens=(4_096, 8_192),
         target_width=None,  # None: the narrowest width with >= 4x the largest ladder model's N
         target_tokens=None,  # None: the largest ladder budget
         depth=1,
         context=32,
         batch_size=8,
         lr_steps=(0, 2),
-        bootstrap=50,
-        val_windows=32,
+        bootstrap=20,
+        val_windows=16,
     ),
     "small": dict(
         widths=(32, 48, 64),
@@ -333,8 +333,7 @@ def validate_plan(plan: LadderPlan, count_params: Callable[[LadderPlan, int], in
     terms needs at least 3 distinct sizes and 2 distinct token budgets, and more points than
     parameters.
     """
-    if plan.preset.strip() == "":
-        raise ValueError("--preset: empty; name an optimizer preset such as scion")
+    default_lr(plan.preset)  # raises for an unknown preset, listing the valid ones
     for name, value in (("--depth", plan.depth), ("--context", plan.context)):
         if value < 1:
             raise ValueError(f"{name}: must be a positive integer, got {value}")

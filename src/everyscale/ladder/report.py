@@ -232,15 +232,14 @@ def _width_colors(widths):
 
 
 def _smooth(values: np.ndarray, span: int) -> np.ndarray:
-    """An exponential moving average (the training loss is noisy per step)."""
-    if len(values) == 0:
-        return values
-    alpha = 2.0 / (span + 1)
+    """A bias-corrected exponential moving average (the per-step training loss is noisy)."""
+    alpha = 2.0 / (max(span, 1) + 1)
     out = np.empty_like(values)
-    acc = values[0]
+    acc, weight = 0.0, 0.0
     for i, v in enumerate(values):
-        acc = alpha * v + (1 - alpha) * acc
-        out[i] = acc
+        acc = (1 - alpha) * acc + alpha * v
+        weight = (1 - alpha) * weight + alpha
+        out[i] = acc / weight
     return out
 
 
@@ -271,7 +270,12 @@ def plot_loss_curves(out: Path, result: dict) -> bool:
                 t, y = np.array(train, dtype=float).T
                 finite = np.isfinite(y)
                 (line,) = ax.plot(
-                    t[finite], _smooth(y[finite], 20), style, color=color, lw=1, label=label
+                    t[finite],
+                    _smooth(y[finite], len(y) // 30),
+                    style,
+                    color=color,
+                    lw=1,
+                    label=label,
                 )
                 color = line.get_color()
             if val:
@@ -404,7 +408,6 @@ def plot_loss_vs_compute(out: Path, result: dict) -> bool:
             label=f"held-out truth {result['actual']:.4f}",
         )
     ax.set_xscale("log")
-    ax.set_yscale("log")
     ax.set_xlabel("compute C = 6ND (FLOPs)")
     ax.set_ylabel("final validation loss (nats/byte)")
     ax.set_title("final loss against compute, fitted law per width")
