@@ -83,6 +83,12 @@ def register(subparsers) -> None:
         action="store_true",
         help="continue a ladder in --out, reusing its finished runs",
     )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=2,
+        help="runs trained side by side, one thread each (default 2; results do not depend on it)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=main)
 
@@ -110,7 +116,9 @@ def main(args: argparse.Namespace) -> int:
         seed=args.seed,
         embeddings=args.embeddings,
     )
-    result = run_ladder(plan, args.out, resume=args.resume, progress=not args.quiet)
+    result = run_ladder(
+        plan, args.out, resume=args.resume, progress=not args.quiet, workers=args.workers
+    )
     print(f"report: {args.out}/report.md")
     print(
         f"held-out loss {result['actual']:.4f}; predicted {result['prediction']:.4f} "
