@@ -216,3 +216,16 @@ def test_parse_lr_grids_per_optimizer():
     assert grids == {"scion": [0.125, 0.25], "adamw": [0.001]}
     with pytest.raises(ValueError, match="not among"):
         parse_lr_grids(["sgd=0.1", "0.2"], ["scion"])
+
+
+def test_markdown_and_text_reports_mark_the_best_learning_rate():
+    from everyscale.scale.cli import markdown, report
+
+    lrs = [2.0**e for e in range(-6, -2)]
+    records = synthetic_records(lambda s: 2**-4, lambda s: 2.0 - 0.01 * s, lrs, [32, 64])
+    out = analyse(records, axis="width", sizes=[32, 64], lrs=lrs, seeds=[0, 1], optimizers=["opt"])
+    table = markdown(out)
+    assert "| 32 | " in table and "**" in table and "| 2^-4 |" in table
+    assert table.count("2^-4 |") == 3  # the header and the best lr of both widths
+    assert "optimum moves 0 grid step(s)" in table
+    assert "transfers: True" in report(out)

@@ -126,6 +126,30 @@ def report(result: dict) -> str:
     return "\n".join(lines)
 
 
+def markdown(result: dict) -> str:
+    """The sweep as Markdown tables: loss at every learning rate, per optimizer and size."""
+    axis, out = result["axis"], []
+    for opt, entry in result["optimizers"].items():
+        lrs = next(iter(entry["sizes"].values()))["lrs"]
+        header = [axis, *(f"2^{math.log2(lr):g}" for lr in lrs), "best lr"]
+        out.append(f"**{opt}** (loss = final validation loss, mean over seeds; inf = diverged)\n")
+        out.append("| " + " | ".join(header) + " |")
+        out.append("|" + "---|" * len(header))
+        for size, s in entry["sizes"].items():
+            cells = []
+            for i, loss in enumerate(s["mean_loss"]):
+                text = _fmt(loss)
+                cells.append(f"**{text}**" if i == s["best_lr_index"] else text)
+            best = f"2^{math.log2(s['best_lr']):g}" if s["best_lr"] is not None else "-"
+            out.append(f"| {size} | " + " | ".join(cells) + f" | {best} |")
+        out.append(
+            f"\noptimum moves {entry['best_lr_shift_steps']} grid step(s); best loss falls with "
+            f"{axis}: {entry['best_loss_falls_with_size']}; optimum inside the grid: "
+            f"{entry['optimum_inside_grid']}\n"
+        )
+    return "\n".join(out)
+
+
 def main(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     result = sweep(config, progress=not args.quiet)
