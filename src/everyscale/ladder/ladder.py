@@ -244,17 +244,18 @@ def execute_run(
 
 
 def _final_loss(summary: dict) -> float:
-    for key in ("final_val_loss", "val_loss", "final_loss"):
-        if key in summary and summary[key] is not None:
-            return float(summary[key])
-    raise LadderError(f"summary.json has no final validation loss (keys: {sorted(summary)})")
+    loss = summary.get("final_val_loss")
+    if loss is None:
+        raise LadderError(f"summary.json has no final_val_loss (keys: {sorted(summary)})")
+    return float(loss)
 
 
 def _is_divergence(err: Exception) -> bool:
-    """Whether ``err`` is the training engine's non-finite-loss stop."""
+    """Whether ``err`` is a non-finite stop: the engine's loss check or the optimizer's own."""
+    from everyscale.optim import NonFiniteGradientError
     from everyscale.train import NonFiniteLossError
 
-    return isinstance(err, NonFiniteLossError)
+    return isinstance(err, (NonFiniteLossError, NonFiniteGradientError))
 
 
 def train_config(spec: RunSpec, plan: LadderPlan, run_dir: Path, resume: bool):

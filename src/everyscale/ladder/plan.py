@@ -28,6 +28,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 BUDGETS = ("tiny", "small", "medium", "large")
+IMAGE_DATASETS = ("digits", "fashion-mnist")
 
 # Every model in a ladder keeps its attention heads 16 wide, so the head count follows width.
 HEAD_DIM = 16
@@ -334,6 +335,11 @@ def validate_plan(plan: LadderPlan, count_params: Callable[[LadderPlan, int], in
     parameters.
     """
     default_lr(plan.preset)  # raises for an unknown preset, listing the valid ones
+    if plan.data in IMAGE_DATASETS:
+        raise ValueError(
+            f"--data: {plan.data!r} is an image dataset; the ladder trains GPTs on text: use "
+            f"stdlib, shakespeare or the path of a text file"
+        )
     for name, value in (("--depth", plan.depth), ("--context", plan.context)):
         if value < 1:
             raise ValueError(f"{name}: must be a positive integer, got {value}")
