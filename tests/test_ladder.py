@@ -97,9 +97,9 @@ def test_planner_refuses_ladders_that_cannot_identify_the_law():
         make_plan("small", tokens=(1024, 2**20), count_params=hand_count)
     with pytest.raises(ValueError, match="--budget"):
         make_plan("huge", count_params=hand_count)
-    with pytest.raises(ValueError, match="--data.*text"):
+    with pytest.raises(ValueError, match=r"--data.*text"):
         make_plan("small", data="digits", count_params=hand_count)
-    with pytest.raises(ValueError, match="--preset.*scion"):
+    with pytest.raises(ValueError, match=r"--preset.*scion"):
         make_plan("small", preset="adam", count_params=hand_count)
     with pytest.raises(ValueError, match="attention heads"):
         make_plan("small", widths=(32, 50, 64), count_params=hand_count)
