@@ -238,3 +238,22 @@ def test_cli_describe(capsys):
     with pytest.raises(ValueError, match="--width must be a positive integer"):
         neg = parser.parse_args(["describe", "--width", "-4"])
         neg.func(neg)
+
+
+class ReusedEmbedding(nn.Module):
+    """Logits through the embedding matrix itself (no second module): still tied."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Embedding(20, 6)
+        self.mix = nn.Linear(6, 6)
+
+    def forward(self, tokens):
+        return self.mix(self.embed(tokens)) @ self.embed.weight.T
+
+
+def test_reused_embedding_is_tied_and_single_layer_is_input():
+    roles = assign_roles(ReusedEmbedding(), example_input=torch.tensor([[1, 2, 3]]))
+    assert roles == {"embed.weight": Role.TIED, "mix.weight": Role.HIDDEN, "mix.bias": Role.VECTOR}
+    single = assign_roles(nn.Linear(3, 2), example_input=torch.randn(1, 3))
+    assert single == {"weight": Role.INPUT, "bias": Role.VECTOR}

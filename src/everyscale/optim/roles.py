@@ -17,7 +17,8 @@ Rules, in order:
 
 1. a parameter whose name matches an ``overrides`` pattern (fnmatch, first match wins);
 2. ``ndim <= 1`` (biases, gains, scalars): ``vector``;
-3. a matrix used by both the first and the last operation (a tied embedding/head): ``tied``;
+3. a matrix that is both the first and the last one used, by two modules or twice (a tied
+   embedding/head): ``tied``;
 4. every ``nn.Embedding`` weight, and the first-used matrix: ``input``;
 5. the last-used matrix: ``output``;
 6. every other matrix or kernel: ``hidden``.
@@ -198,7 +199,11 @@ def assign_roles(
             roles[name] = matched
         elif p.ndim <= 1:
             roles[name] = Role.VECTOR
-        elif len(all_names[id(p)]) > 1 and name == first_matrix and name == last_matrix:
+        elif name == first_matrix == last_matrix and (
+            len(all_names[id(p)]) > 1 or first[name] != last[name]
+        ):
+            # One matrix that opens and closes the network: shared by two modules, or
+            # reused (e.g. logits = h @ embed.weight.T), it is a tied embedding.
             roles[name] = Role.TIED
         elif isinstance(owners.get(name), nn.Embedding) or name == first_matrix:
             roles[name] = Role.INPUT
