@@ -4,7 +4,8 @@ The procedure (Hoffmann et al. 2022, App. D.2; Besiroglu et al. 2024, §2):
 
     minimize  sum_i w_i Huber_delta( log Lhat(theta; x_i) - log L_i )      (delta = 1e-3)
 
-from every point of a grid of starts, keeping the best. `loss="lsq"` minimizes
+with Huber(r) = r^2/2 for |r| <= delta, delta (|r| - delta/2) otherwise (Huber 1964), from every
+point of a grid of starts, keeping the best. `loss="lsq"` minimizes
 `sum_i w_i (Lhat_i - L_i)^2 / 2` on the loss itself instead.
 
 How it is run, so that the full start grid is cheap (every start is really optimized):
@@ -13,7 +14,8 @@ How it is run, so that the full start grid is cheap (every start is really optim
    iteration over the whole (n_starts, P) batch. The Huber loss is majorized by the weighted
    quadratic with weights psi(r)/r (IRLS), the law is linearized with its analytic Jacobian,
    and each start takes damped Gauss-Newton steps that are accepted only when the true Huber
-   objective decreases (a monotone descent method for every start).
+   objective decreases (a monotone descent method for every start). Levenberg 1944 and
+   Marquardt 1963 for the damping; Holland & Welsch 1977 for IRLS in robust regression.
 2. The few best distinct end points are polished with scipy's L-BFGS-B using the analytic
    gradient, on an objective rescaled to 1 at the start of the polish so that stopping
    tolerances do not depend on the scale of the data or of the objective.
@@ -147,10 +149,11 @@ def batched_lm(
     """Run damped Gauss-Newton/IRLS (Levenberg-Marquardt) from every row of `theta0` at once.
 
     Returns the end points (S, P), their objectives (S,), iteration counts (S,) and whether each
-    row stopped by its own criterion before `max_iter` (S,, bool). A row stops
-    when an accepted step lowers its objective by less than `ftol` relative, or when its damping
-    grows past 1e10 (no descent step exists: a minimum, possibly on a bound). Work is split into
-    chunks so the (rows, n, P) Jacobian stays under `chunk_bytes`.
+    row stopped by its own criterion before `max_iter` (bool, (S,)). A row stops when an
+    accepted step lowers its objective by less than `ftol` relative, or when its damping grows
+    past 1e10 (no descent step exists: a minimum, possibly on a bound). Rows whose objective is
+    not finite at the start are not run. Work is split into chunks so that the (rows, n, P)
+    Jacobian stays under `chunk_bytes`.
     """
     theta0 = np.clip(np.atleast_2d(np.asarray(theta0, dtype=float)), lower, upper)
     S, P = theta0.shape
@@ -169,6 +172,7 @@ def batched_lm(
                     chunk_weights,
                     max_iter=max_iter,
                     ftol=ftol,
+                    chunk_bytes=chunk_bytes,
                 )
             )
         theta, f, iters, converged = (np.concatenate(p) for p in zip(*parts))
@@ -434,8 +438,8 @@ class FitResult:
             diagnostics=d["diagnostics"],
             loss=d.get("loss", "huber"),
             huber_delta=float(d.get("huber_delta", 1e-3)),
-            derived={k: float(v) for k, v in d.get("derived", {}).items()},
-            ci={k: [float(x) for x in v] for k, v in d.get("ci", {}).items()},
+            derived={k: _float(v) for k, v in d.get("derived", {}).items()},
+            ci={k: [_float(x) for x in v] for k, v in d.get("ci", {}).items()},
             ci_level=float(d.get("ci_level", 0.95)),
             bootstrap_samples=None if samples is None else np.array(samples, dtype=float),
             bootstrap_info=boot,
@@ -449,6 +453,11 @@ class FitResult:
         from everyscale.laws.report import summary
 
         return summary(self)
+
+
+def _float(value) -> float:
+    """JSON null (how non-finite values are stored) back to NaN."""
+    return math.nan if value is None else float(value)
 
 
 def _builtin_names() -> set[str]:
