@@ -72,6 +72,9 @@ def test_a_short_run_lowers_the_validation_loss(tmp_path, overrides):
     summary = run(config, optimizer_factory=adamw(3e-2 if config.model == "cnn" else 1e-2))
     assert summary["status"] == "completed" and summary["steps"] == config.steps
     assert summary["final_val_loss"] < summary["initial_val_loss"] - 0.3
+    if config.model != "gpt":  # ten classes: learning must beat chance clearly
+        assert summary["final_val_accuracy"] > 0.3
+    assert rows(config)[-1]["val_accuracy"] == summary["final_val_accuracy"]
     saved = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert saved == summary
     assert TrainConfig.from_json(tmp_path / "run" / "config.json") == config
@@ -276,3 +279,16 @@ def test_a_fresh_run_moves_an_earlier_checkpoint_aside(tmp_path):
     run(tiny(tmp_path, steps=3, lr=0.01), optimizer_factory=adamw())
     assert (tmp_path / "run" / "checkpoint.previous.pt").read_bytes() == before
     assert [r["step"] for r in rows(tiny(tmp_path))] == [0, 1, 2, 3]
+
+
+def test_evaluate_matches_a_direct_computation():
+    from everyscale.train import build_model, evaluate, load_dataset
+
+    dataset = load_dataset("digits")
+    torch.manual_seed(0)
+    model = build_model("mlp", width=8, depth=1, input_shape=(1, 8, 8), num_classes=10)
+    loss, accuracy = evaluate(model, dataset, batch_size=100)
+    with torch.no_grad():
+        logits = model(dataset.val_x)
+    assert loss == pytest.approx(float(torch.nn.functional.cross_entropy(logits, dataset.val_y)))
+    assert accuracy == pytest.approx(float((logits.argmax(1) == dataset.val_y).float().mean()))

@@ -5,8 +5,9 @@ Files under ``config.out``:
 - ``config.json``: the full config;
 - ``metrics.jsonl``: one JSON line per optimizer step ``{"step", "tokens", "train_loss", "lr",
   "seconds"}`` (``lr``: the first param group's, as used by that step; plus ``"val_loss"``
-  when evaluated, ``"grad_norm"`` when clipping; a line ``step 0`` holds the initial validation
-  loss when ``eval_every > 0``). Buffered: flushed at every checkpoint and at the end;
+  and ``"val_accuracy"`` when evaluated, ``"grad_norm"`` when clipping; a line ``step 0``
+  holds the initial validation loss when ``eval_every > 0``). Buffered: flushed at every
+  checkpoint and at the end;
 - ``summary.json``: the result (see :func:`run`), with ``status`` one of ``completed``,
   ``diverged``, ``interrupted``, ``failed`` (an unexpected exception, re-raised);
 - ``checkpoint.pt``: model, optimizer, schedule, step, the data generator's and torch's RNG
@@ -112,22 +113,29 @@ def build_model_for(config: TrainConfig, dataset) -> nn.Module:
     )
 
 
-def _loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, reduction: str = "mean"):
+def _loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     logits = model(x)
-    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1), reduction=reduction)
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, dataset, batch_size: int = 64) -> float:
-    """Mean cross-entropy (nats per token / per image) over the dataset's fixed validation set."""
+def evaluate(model: nn.Module, dataset, batch_size: int = 64) -> tuple[float, float]:
+    """``(loss, accuracy)`` on the dataset's fixed validation set.
+
+    ``loss``: mean cross-entropy in nats per token (text) or per image; ``accuracy``: the share
+    of next bytes (text) or labels (images) that the largest logit predicts.
+    """
     was_training = model.training
     model.eval()
-    total, count = 0.0, 0
+    total, correct, count = 0.0, 0, 0
     for x, y in dataset.val_batches(batch_size):
-        total += _loss(model, x, y, reduction="sum").item()
+        logits = model(x)
+        logits, y = logits.reshape(-1, logits.shape[-1]), y.reshape(-1)
+        total += F.cross_entropy(logits, y, reduction="sum").item()
+        correct += int((logits.argmax(dim=-1) == y).sum())
         count += y.numel()
     model.train(was_training)
-    return total / count
+    return total / count, correct / count
 
 
 class _SignalCatcher:
@@ -206,7 +214,8 @@ def run(
 
     Returns:
         The summary: ``status`` ("completed"), ``steps``, ``tokens``, ``final_val_loss``,
-        ``best_val_loss``, ``initial_val_loss`` (or None), ``final_train_loss``, ``params``,
+        ``best_val_loss``, ``initial_val_loss`` (or None), ``final_train_loss``,
+        ``final_val_accuracy`` (top-1: next byte or label), ``params``,
         ``non_embedding_params``, ``flops_per_token``, ``total_flops`` (``flops_per_token *
         tokens``), ``wall_seconds``, ``tokens_per_second`` and the run's names.
 
@@ -252,6 +261,7 @@ def _train(config: TrainConfig, dataset, optimizer_factory, callback) -> dict[st
 
     step, elapsed_before = 0, 0.0
     best_val, initial_val, last_val = math.inf, None, None
+    last_accuracy: float | None = None
     if config.resume and checkpoint_path.exists():
         state = load_checkpoint(checkpoint_path, fingerprint)
         try:
@@ -267,6 +277,7 @@ def _train(config: TrainConfig, dataset, optimizer_factory, callback) -> dict[st
         torch.set_rng_state(state["torch_rng"])
         step, elapsed_before = state["step"], state["elapsed"]
         best_val, initial_val, last_val = state["best_val"], state["initial_val"], state["last_val"]
+        last_accuracy = state["last_accuracy"]
         atomic_write_bytes(
             metrics_path,
             "".join(line + "\n" for line in _read_metrics(metrics_path, step)).encode(),
@@ -306,6 +317,7 @@ def _train(config: TrainConfig, dataset, optimizer_factory, callback) -> dict[st
             "best_val_loss": _finite_or_none(best_val),
             "initial_val_loss": _finite_or_none(initial_val),
             "final_train_loss": _finite_or_none(last_train),
+            "final_val_accuracy": last_accuracy,
             "params": params,
             "non_embedding_params": non_embedding_params,
             "flops_per_token": flops_per_token,
@@ -341,6 +353,7 @@ def _train(config: TrainConfig, dataset, optimizer_factory, callback) -> dict[st
                 "best_val": best_val,
                 "initial_val": initial_val,
                 "last_val": last_val,
+                "last_accuracy": last_accuracy,
             },
         )
 
@@ -362,11 +375,10 @@ def _train(config: TrainConfig, dataset, optimizer_factory, callback) -> dict[st
     with open(metrics_path, "a") as metrics_file, _SignalCatcher() as signals:
         try:
             if step == 0 and config.eval_every:
-                initial_val = last_val = evaluate(model, dataset, config.batch_size)
-                best_val = min(best_val, initial_val)
-                metrics_file.write(
-                    json.dumps({"step": 0, "tokens": 0, "val_loss": initial_val}) + "\n"
-                )
+                initial_val, last_accuracy = evaluate(model, dataset, config.batch_size)
+                last_val = best_val = initial_val
+                row0 = {"step": 0, "tokens": 0, "val_loss": initial_val}
+                metrics_file.write(json.dumps({**row0, "val_accuracy": last_accuracy}) + "\n")
 
             while step < config.steps:
                 lr = optimizer.param_groups[0]["lr"]
@@ -396,11 +408,12 @@ def _train(config: TrainConfig, dataset, optimizer_factory, callback) -> dict[st
                 step += 1
                 last_train = loss_sum
                 if (config.eval_every and step % config.eval_every == 0) or step == config.steps:
-                    last_val = evaluate(model, dataset, config.batch_size)
+                    last_val, last_accuracy = evaluate(model, dataset, config.batch_size)
                     if not math.isfinite(last_val):
                         raise _Diverged(step, f"validation loss {last_val}")
                     best_val = min(best_val, last_val)
                     row["val_loss"] = last_val
+                    row["val_accuracy"] = last_accuracy
                 row["lr"] = lr
                 row["seconds"] = elapsed_before + (time.perf_counter() - start)
                 metrics_file.write(json.dumps(row) + "\n")
