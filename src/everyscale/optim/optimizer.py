@@ -170,6 +170,9 @@ class NormOptimizer(torch.optim.Optimizer):
 
     def _normalize_group(self, group: dict[str, Any], index: int) -> None:
         where = f"param group {index}"
+        names = group.get("param_names")
+        if names:  # name the parameters so that the message points at the model
+            where += f" ({names[0]}{f' and {len(names) - 1} more' if len(names) > 1 else ''})"
         norm = group["norm"]
         if isinstance(norm, Norm):
             if group["norm_kwargs"]:
@@ -339,7 +342,7 @@ class NormOptimizer(torch.optim.Optimizer):
         if not grads:
             return True
         # One fused pass; a non-finite entry makes its tensor's norm non-finite.
-        norms = torch.stack(torch._foreach_norm(grads)) if len(grads) > 1 else grads[0].norm()[None]
+        norms = torch.stack([n.float() for n in torch._foreach_norm(grads)])
         if bool(torch.isfinite(norms).all()):
             return True
         names = [n for _, _, _, ns in work for n in ns]
