@@ -111,3 +111,20 @@ def test_unknown_law_and_bad_grid_are_named():
         custom_law("x", lambda p, X: p["A"] + 0 * X["N"], ["A", "B"], {"A": [1.0]}, inputs=["N"])
     with pytest.raises(ValueError, match="chance_error must be in"):
         get_law("downstream_sigmoid", chance_error=1.5)
+
+
+def test_log_sum_exp_is_exact_and_stable_far_from_the_data():
+    """The fast direct path and the max-shifted fallback (rows that over/underflow) agree with
+    scipy.special.logsumexp and softmax."""
+    from scipy.special import logsumexp, softmax
+
+    from everyscale.laws.forms import _lse_with_softmax
+
+    x = np.linspace(-3.0, 3.0, 7)
+    t1 = np.array([[0.5], [800.0], [-900.0], [2.0]]) - 0.3 * x  # rows 1, 2 over/underflow
+    t2 = np.array([[1.0], [790.0], [-905.0], [-2.0]]) + 0.1 * x
+    e = np.array([[0.2], [0.0], [-899.0], [1.0]])  # a per-row constant, shape (S, 1)
+    lse, weights = _lse_with_softmax([t1, t2, e], True)
+    stacked = np.stack(np.broadcast_arrays(t1, t2, e), axis=-1)
+    np.testing.assert_allclose(lse, logsumexp(stacked, axis=-1), rtol=1e-13)
+    np.testing.assert_allclose(np.stack(weights, -1), softmax(stacked, axis=-1), atol=1e-13)

@@ -92,34 +92,31 @@ class Objective:
         log_pred, J = self._log_model(theta, order >= 1)
         if self.loss == "huber":
             r = log_pred - self.log_y
+            abs_r = np.abs(r)
+            clipped = np.minimum(abs_r, self.delta)
+            rho = clipped * (abs_r - 0.5 * clipped)  # r^2/2 inside delta, delta(|r| - delta/2) out
         else:
             pred = np.exp(log_pred)
             r = pred - self.y
+            rho = 0.5 * r * r
             if J is not None:
                 J = J * pred[..., None]
-        finite = np.isfinite(r)
-        bad_rows = ~finite.all(axis=1)
-        r = np.where(finite, r, 0.0)
-        w = np.ones(self.n) if weights is None else weights
-        if self.loss == "huber":
-            abs_r = np.abs(r)
-            inside = abs_r <= self.delta
-            rho = np.where(inside, 0.5 * r * r, self.delta * (abs_r - 0.5 * self.delta))
-            psi = np.clip(r, -self.delta, self.delta)
-            with np.errstate(divide="ignore"):
-                omega = np.where(inside, 1.0, self.delta / np.where(inside, 1.0, abs_r))
-        else:
-            rho, psi, omega = 0.5 * r * r, r, np.ones_like(r)
-        f = np.sum(w * rho, axis=-1)
+        f = np.sum(rho if weights is None else weights * rho, axis=-1)
+        bad_rows = ~np.isfinite(f)  # a non-finite residual anywhere makes f non-finite
         f[bad_rows] = np.inf
         if order == 0:
             return f
-        if bad_rows.any():  # their f is inf; keep NaNs out of the batched algebra
-            J = np.where(bad_rows[:, None, None], 0.0, J)
+        w = 1.0 if weights is None else weights
+        psi = np.clip(r, -self.delta, self.delta) if self.loss == "huber" else r
         g = np.matmul((w * psi)[:, None, :], J)[:, 0, :]
+        g[bad_rows] = 0.0  # those rows are never accepted; keep NaNs out of the batch algebra
         if order == 1:
             return f, g
-        H = np.matmul(np.swapaxes(J, 1, 2) * (w * omega)[:, None, :], J)
+        # IRLS weight psi(r)/r = min(1, delta/|r|): the Huber loss's quadratic majorizer.
+        omega = self.delta / np.maximum(abs_r, self.delta) if self.loss == "huber" else 1.0
+        curvature_weight = np.broadcast_to(w * omega, r.shape)
+        H = np.matmul(np.swapaxes(J, 1, 2) * curvature_weight[:, None, :], J)
+        H[bad_rows] = 0.0
         return f, g, H
 
 
