@@ -162,3 +162,17 @@ def test_debian_fashion_mnist_has_the_standard_sizes():
     assert len(ds.train_x) == 60_000 and len(ds.val_x) == 10_000
     assert ds.input_shape == (1, 28, 28)
     assert sorted(torch.bincount(ds.val_y).tolist()) == [1000] * 10
+
+
+def test_npy_token_ids_become_a_text_dataset(tmp_path):
+    ids = (np.arange(3000) * 7 % 1000).astype(np.uint16)  # ids above 255: not bytes
+    np.save(tmp_path / "tokens.npy", ids)
+    ds = load_dataset(str(tmp_path / "tokens.npy"), context=12)
+    assert ds.vocab_size == 1000 and ds.kind == "text"
+    x, y = ds.sample_batch(4, torch.Generator().manual_seed(0))
+    assert torch.equal(y, (x + 7) % 1000)  # the array's own successor rule
+    np.save(tmp_path / "floats.npy", ids.astype(np.float32))
+    with pytest.raises(ValueError, match="must hold integers"):
+        load_dataset(str(tmp_path / "floats.npy"), context=12)
+    with pytest.raises(ValueError, match="outside vocab_size"):
+        TextDataset(torch.tensor([0, 5, 9] * 100), context=4, vocab_size=8)

@@ -292,3 +292,13 @@ def test_evaluate_matches_a_direct_computation():
         logits = model(dataset.val_x)
     assert loss == pytest.approx(float(torch.nn.functional.cross_entropy(logits, dataset.val_y)))
     assert accuracy == pytest.approx(float((logits.argmax(1) == dataset.val_y).float().mean()))
+
+
+def test_gpt_trains_on_npy_token_ids_with_their_vocabulary(tmp_path):
+    import numpy as np
+
+    np.save(tmp_path / "tokens.npy", (np.arange(20000) * 7 % 300).astype(np.int32))
+    config = tiny(tmp_path, data=str(tmp_path / "tokens.npy"), steps=30, eval_every=30)
+    summary = run(config, optimizer_factory=adamw(1e-2))
+    assert summary["params"] - summary["non_embedding_params"] == 2 * 300 * 16
+    assert summary["final_val_loss"] < summary["initial_val_loss"] - 0.3

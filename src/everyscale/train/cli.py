@@ -16,7 +16,7 @@ from everyscale.train.schedules import SCHEDULES
 # Flag help for each TrainConfig field (the flag is the field name with - for _).
 _HELP = {
     "model": f"model: {', '.join(MODELS)}",
-    "data": f"{', '.join(DATASETS)}, a text file, or a directory of Fashion-MNIST IDX files",
+    "data": f"{', '.join(DATASETS)}, a text file, a .npy of token ids, or a Fashion-MNIST dir",
     "width": "GPT width / MLP hidden width / CNN channels",
     "depth": "GPT blocks / MLP hidden layers / CNN convolutions",
     "heads": "attention heads (GPT)",
@@ -121,7 +121,8 @@ def main(args: argparse.Namespace) -> int:
         print(f"everyscale train: {err}", file=sys.stderr)
         return 130
     print(
-        f"{summary['status']}: {summary['steps']} steps, {summary['tokens']:,} tokens, "
+        f"{summary['status']}: {summary['steps']} steps, {summary['tokens']:,} "
+        f"{'tokens' if config.model == 'gpt' else 'images'}, "
         f"final validation loss {summary['final_val_loss']:.4f} "
         f"(best {summary['best_val_loss']:.4f}) in {summary['wall_seconds']:.1f} s"
     )

@@ -17,7 +17,8 @@ validation split (as nanoGPT does for Shakespeare), and the validation set is up
 
 Sources (see :func:`load_dataset`): ``stdlib`` (this Python's own ``.py`` sources), ``shakespeare``,
 ``digits`` (scikit-learn), ``fashion-mnist`` (Debian's ``dataset-fashion-mnist`` IDX files), or a
-path to a text file or to a directory of Fashion-MNIST-style IDX files.
+path to a text file, a ``.npy`` array of token ids, or a directory of Fashion-MNIST-style IDX
+files.
 """
 
 from __future__ import annotations
@@ -61,26 +62,48 @@ SHAKESPEARE_ENV = "EVERYSCALE_SHAKESPEARE"
 
 
 class TextDataset:
-    """Byte-level language-modelling data: random contiguous training windows, fixed validation.
+    """Language-modelling data: random contiguous training windows, fixed validation.
 
     Args:
-        data: the whole corpus as bytes.
-        context: window length in tokens (bytes).
+        data: the whole corpus as bytes (byte-level, vocabulary 256), or a 1-D integer tensor
+            of token ids (vocabulary ``vocab_size``, default ``max id + 1``).
+        context: window length in tokens.
         name: a label for messages.
         max_val_windows: cap on the validation windows (evaluation cost grows with it).
+        vocab_size: the vocabulary of a token tensor (ignored for bytes).
     """
 
     kind = "text"
-    vocab_size = BYTE_VOCAB
 
-    def __init__(self, data: bytes, context: int, name: str = "text", max_val_windows: int = 256):
+    def __init__(
+        self,
+        data: bytes | torch.Tensor,
+        context: int,
+        name: str = "text",
+        max_val_windows: int = 256,
+        vocab_size: int | None = None,
+    ):
         if not isinstance(context, int) or context < 1:
             raise ValueError(f"context must be a positive integer, got {context!r}")
         self.name = name
         self.context = context
         self.tokens_per_example = context
         self.input_shape = (context,)
-        tokens = torch.frombuffer(bytearray(data), dtype=torch.uint8)
+        if isinstance(data, (bytes, bytearray)):
+            tokens = torch.frombuffer(bytearray(data), dtype=torch.uint8)
+            self.vocab_size = BYTE_VOCAB
+        else:
+            tokens = data
+            if tokens.ndim != 1 or tokens.is_floating_point() or tokens.is_complex():
+                raise ValueError(f"data {name!r}: token ids must be a 1-D integer array")
+            if len(tokens) and int(tokens.min()) < 0:
+                raise ValueError(f"data {name!r}: token ids must be >= 0")
+            largest = int(tokens.max()) if len(tokens) else 0
+            self.vocab_size = vocab_size if vocab_size is not None else largest + 1
+            if largest >= self.vocab_size:
+                raise ValueError(
+                    f"data {name!r}: token id {largest} is outside vocab_size={self.vocab_size}"
+                )
         n_val = int(len(tokens) * VAL_FRACTION)
         self.train_tokens = tokens[: len(tokens) - n_val]
         self.val_tokens = tokens[len(tokens) - n_val :]
@@ -89,7 +112,7 @@ class TextDataset:
             if len(part) < context + 1:
                 raise ValueError(
                     f"context={context} is longer than the {split} split of {name!r} "
-                    f"({len(part)} bytes; the validation split is the last {VAL_FRACTION:.0%}): "
+                    f"({len(part)} tokens; the validation split is the last {VAL_FRACTION:.0%}): "
                     f"choose --context at most {len(part) - 1} or use a larger text"
                 )
         n_windows = min(max_val_windows, len(self.val_tokens) // (context + 1))
@@ -331,8 +354,9 @@ def load_dataset(
     """Load a dataset by name or path (see the module docstring for the interface).
 
     Args:
-        name_or_path: ``stdlib``, ``shakespeare``, ``digits``, ``fashion-mnist``, a text file,
-            or a directory holding the four Fashion-MNIST IDX files.
+        name_or_path: ``stdlib``, ``shakespeare``, ``digits``, ``fashion-mnist``, a text file
+            (bytes), a ``.npy`` file of 1-D integer token ids (vocabulary ``max id + 1``), or a
+            directory holding the four Fashion-MNIST IDX files.
         context: window length; required for text, ignored for images.
         seed: the seed of the train/validation split where one is random (``digits``);
             text splits and Fashion-MNIST's official split do not depend on it.
@@ -360,9 +384,20 @@ def load_dataset(
     path = Path(name).expanduser()
     if path.is_dir():
         return _fashion_mnist(str(path.resolve()))
+    if path.suffix == ".npy" and path.is_file():
+        if context is None:
+            raise ValueError(f"data {name!r} holds tokens: pass a context length (--context)")
+        ids = np.load(path, allow_pickle=False)
+        if ids.dtype.kind not in "iu":
+            raise ValueError(
+                f"data {name!r}: a .npy token file must hold integers, not {ids.dtype}"
+            )
+        # int64 keeps every id exact (torch has no general uint16/uint32 indexing).
+        tokens = torch.from_numpy(ids.astype(np.int64, copy=False))
+        return TextDataset(tokens, context, name=name, max_val_windows=max_val_windows)
     if path.is_file():
         return text(_read_text_file(str(path.resolve())), name)
     raise FileNotFoundError(
         f"data {name!r} is neither a known dataset ({', '.join(DATASETS)}) nor an existing file "
-        "or directory: check the spelling or the path"
+        "(text, or .npy token ids) or directory: check the spelling or the path"
     )
