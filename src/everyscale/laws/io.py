@@ -1,8 +1,9 @@
 """Reading scaling-law data points (CSV, JSON lines, Parquet, or records) and validating them.
 
-A data point is one training run evaluated once: `N` (parameters), `D` (tokens) or `C`
-(FLOPs), `loss`, and optionally `run` (points sharing a run are resampled together by the
-bootstrap), `U` (unique tokens), `M` (tokens per parameter), `lr` and `error` (downstream).
+A data point is one evaluation of one model: `N` (parameters), `D` (tokens seen) or `C` (FLOPs),
+`loss`, and optionally `run` (several checkpoints of one training run share it, and the
+bootstrap resamples them together), `U` (unique tokens), `M` (tokens per parameter), `lr` and
+`error` (a downstream error rate). Other non-numeric columns (names, notes) are ignored.
 
 Derived columns (BRIEF §3): `D = C / (6 N)` when D is absent, `C = 6 N D` when C is absent,
 `M = D / N` when M is absent. When several learning rates were tried for the same (N, D[, U]),
@@ -21,7 +22,6 @@ from pathlib import Path
 import numpy as np
 
 POSITIVE_COLUMNS = ("N", "D", "C", "U", "M", "loss", "error", "lr")
-STRING_COLUMNS = ("run",)
 
 
 @dataclass

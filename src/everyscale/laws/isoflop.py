@@ -78,6 +78,7 @@ def isoflop(
         raise ValueError(f"on_edge must be 'raise' or 'drop', got {on_edge!r}")
     if not isinstance(points, Points):
         points = load_points(points)
+    points.require(["N", "C", "loss"], "IsoFLOP analysis")
     C, N, loss = points["C"], points["N"], points["loss"]
     labels = group_budgets(C, rel_tol)
     budgets, notes = [], []
@@ -158,6 +159,7 @@ def extrapolation_check(
     """
     if not isinstance(points, Points):
         points = load_points(points)
+    points.require(["C"], "the extrapolation check (it holds out the largest-compute runs)")
     runs, run_index = np.unique(points.run, return_inverse=True)
     run_index = run_index.ravel()
     if not isinstance(holdout, int) or not 1 <= holdout < len(runs):
