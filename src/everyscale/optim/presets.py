@@ -125,6 +125,9 @@ _SCION_STEP = {"scion": "constrained", "uscion": "unconstrained", "clipped_scion
 #: Scion's output radius relative to the hidden radius (3000 / 50 in the nanoGPT config)
 SCION_OUTPUT_RATIO = 60.0
 
+#: presets whose settings depend on the roles (the others treat every parameter alike)
+ROLE_PRESETS = ("muon", "scion", "uscion", "clipped_scion")
+
 _MUON_ADJUSTMENTS = {None: "max1", "original": "max1", "match_rms_adamw": "muon_rms"}
 
 
@@ -248,11 +251,16 @@ def _scion_settings(
             "weight_decay": o["weight_decay"]}  # fmt: skip
 
 
-def _entries(params_or_model: Any, example_input: Any, role_overrides: Any) -> list[tuple]:
+def _entries(
+    params_or_model: Any, example_input: Any, role_overrides: Any, uses_roles: bool = True
+) -> list[tuple]:
     """``(name, param, role, is_embedding, group_overrides)`` for every trainable parameter."""
     if isinstance(params_or_model, nn.Module):
         model = params_or_model
-        roles = assign_roles(model, example_input=example_input, overrides=role_overrides)
+        with warnings.catch_warnings():
+            if not uses_roles:  # roles only label the table: no warning about their order
+                warnings.simplefilter("ignore", UserWarning)
+            roles = assign_roles(model, example_input=example_input, overrides=role_overrides)
         embeddings = {
             f"{mn}.{pn}" if mn else pn
             for mn, m in model.named_modules()
@@ -326,7 +334,12 @@ def optimizer(
     foreach = overrides.get("foreach")
     nonfinite = overrides.get("nonfinite", "raise")
 
-    entries = _entries(params_or_model, overrides.get("example_input"), overrides.get("roles"))
+    entries = _entries(
+        params_or_model,
+        overrides.get("example_input"),
+        overrides.get("roles"),
+        uses_roles=preset in ROLE_PRESETS,
+    )
     if not entries:
         raise ValueError("optimizer: no trainable parameters (all have requires_grad=False)")
     if preset in _SCION_STEP and not isinstance(params_or_model, nn.Module):
