@@ -302,3 +302,12 @@ def test_gpt_trains_on_npy_token_ids_with_their_vocabulary(tmp_path):
     summary = run(config, optimizer_factory=adamw(1e-2))
     assert summary["params"] - summary["non_embedding_params"] == 2 * 300 * 16
     assert summary["final_val_loss"] < summary["initial_val_loss"] - 0.3
+
+
+def test_device_is_validated_and_cpu_runs(tmp_path):
+    with pytest.raises(ValueError, match="not a torch device"):
+        run(tiny(tmp_path, device="gpu0"))
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="use --device cpu"):
+            run(tiny(tmp_path, device="cuda"))
+    assert run(tiny(tmp_path, steps=2, device="cpu"), optimizer_factory=adamw())["steps"] == 2

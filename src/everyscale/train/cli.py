@@ -38,6 +38,7 @@ _HELP = {
     "keep_checkpoint": "keep the checkpoint after a completed run",
     "seed": "seed of the initialization and the data order",
     "threads": "torch CPU threads (default: torch's choice)",
+    "device": "torch device for the model and batches (cpu, cuda, cuda:1, mps)",
     "out": "run directory for config.json, metrics.jsonl, summary.json, checkpoint.pt",
     "resume": "continue from the checkpoint in --out",
     "quiet": "no progress bar",

@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from everyscale.train.models import MODELS
 from everyscale.train.schedules import get_schedule
 
@@ -32,7 +34,16 @@ KNOWN_OPTIMIZERS = (
 # Fields that may differ between a run and its resumption: they change where and how loudly a
 # run reports, not the sequence of updates.
 RESUME_FREE_FIELDS = frozenset(
-    {"out", "resume", "quiet", "threads", "checkpoint_every", "keep_checkpoint", "eval_every"}
+    {
+        "out",
+        "resume",
+        "quiet",
+        "threads",
+        "device",
+        "checkpoint_every",
+        "keep_checkpoint",
+        "eval_every",
+    }
 )
 
 IMAGE_MODELS = ("mlp", "cnn")
@@ -58,7 +69,8 @@ class TrainConfig:
     (``None``: no clipping). ``eval_every=0`` evaluates only at the end; otherwise also at step
     0 and every ``eval_every`` steps. ``checkpoint_every=0`` checkpoints only at the end and on
     SIGINT/SIGTERM; ``keep_checkpoint=False`` deletes the checkpoint after a completed run
-    (for sweeps of many small runs).
+    (for sweeps of many small runs). ``device``: where the model and batches live (data is
+    sampled on the CPU); exact resume is promised on the CPU only.
     """
 
     model: str = "gpt"
@@ -85,6 +97,7 @@ class TrainConfig:
     keep_checkpoint: bool = True
     seed: int = 0
     threads: int | None = None
+    device: str = "cpu"
     out: str = "runs/default"
     resume: bool = False
     quiet: bool = False
@@ -191,6 +204,17 @@ class TrainConfig:
             raise ValueError(
                 f"unknown optimizer {self.optimizer!r}: choose one of "
                 + ", ".join(known_optimizers())
+            )
+        try:
+            device = torch.device(self.device)
+        except (RuntimeError, TypeError) as err:
+            raise ValueError(
+                f"device {self.device!r} is not a torch device (cpu, cuda, ...)"
+            ) from err
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(
+                f"device {self.device!r}: torch.cuda.is_available() is False on this machine; "
+                "use --device cpu"
             )
         if not self.out:
             raise ValueError("out must name a directory for the run's files")

@@ -127,8 +127,10 @@ def evaluate(model: nn.Module, dataset, batch_size: int = 64) -> tuple[float, fl
     """
     was_training = model.training
     model.eval()
+    device = next(model.parameters()).device
     total, correct, count = 0.0, 0, 0
     for x, y in dataset.val_batches(batch_size):
+        x, y = x.to(device), y.to(device)
         logits = model(x)
         logits, y = logits.reshape(-1, logits.shape[-1]), y.reshape(-1)
         total += F.cross_entropy(logits, y, reduction="sum").item()
@@ -246,7 +248,8 @@ def run(
 def _train(config: TrainConfig, dataset, optimizer_factory, callback) -> dict[str, Any]:
     torch.manual_seed(config.seed)
     model = build_model_for(config, dataset)
-    model.train()
+    device = torch.device(config.device)
+    model.to(device).train()
     optimizer = _make_optimizer(config, model, optimizer_factory)
     schedule = get_schedule(config.schedule, config.steps, config.warmup, config.effective_cooldown)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
@@ -383,12 +386,15 @@ def _train(config: TrainConfig, dataset, optimizer_factory, callback) -> dict[st
             while step < config.steps:
                 lr = optimizer.param_groups[0]["lr"]
                 x, y = dataset.sample_batch(config.batch_size, generator)
+                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
                 optimizer.zero_grad(set_to_none=True)
-                loss_sum = 0.0
+                loss_total = torch.zeros((), device=device)
                 for xm, ym in zip(x.split(micro_batch), y.split(micro_batch)):
                     loss = _loss(model, xm, ym) / config.grad_accum
                     loss.backward()
-                    loss_sum += loss.item()
+                    loss_total += loss.detach()
+                # One host sync per step: the finiteness check and the metrics need the value.
+                loss_sum = loss_total.item()
                 row: dict[str, Any] = {"step": step + 1, "tokens": (step + 1) * tokens_per_step}
                 row["train_loss"] = loss_sum
                 grad_norm = None

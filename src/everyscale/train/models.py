@@ -8,8 +8,8 @@ Every model offers:
 - ``flops_per_token(attention=True) -> float``: training FLOPs per token (forward + backward
   = 3x forward, one multiply-add = 2 FLOPs), see each model's docstring. For the image models
   a "token" is one image.
-- ``example_input(batch_size=2) -> Tensor``: a valid input batch (the optimizer's role finder
-  runs one forward pass on it to find the first and last layers).
+- ``example_input(batch_size=2) -> Tensor``: a valid input batch on the model's device (the
+  optimizer's role finder runs one forward pass on it to find the first and last layers).
 
 No linear or convolution has a bias: every weight is a matrix (or a kernel) with a norm, and
 the only vectors are the RMSNorm gains.
@@ -200,7 +200,8 @@ class GPT(nn.Module):
 
     def example_input(self, batch_size: int = 2) -> torch.Tensor:
         generator = torch.Generator().manual_seed(0)
-        return torch.randint(self.vocab, (batch_size, self.context), generator=generator)
+        tokens = torch.randint(self.vocab, (batch_size, self.context), generator=generator)
+        return tokens.to(self.embed.weight.device)
 
 
 # ----------------------------------------------------------------------------- images
@@ -239,9 +240,9 @@ class MLP(nn.Module):
         return 6.0 * self.num_params()
 
     def example_input(self, batch_size: int = 2) -> torch.Tensor:
-        return torch.randn(
-            batch_size, *self.input_shape, generator=torch.Generator().manual_seed(0)
-        )
+        generator = torch.Generator().manual_seed(0)
+        x = torch.randn(batch_size, *self.input_shape, generator=generator)
+        return x.to(next(self.parameters()).device)
 
 
 class CNN(nn.Module):
@@ -292,9 +293,9 @@ class CNN(nn.Module):
         return 6.0 * (self._conv_macs + self._head_macs)
 
     def example_input(self, batch_size: int = 2) -> torch.Tensor:
-        return torch.randn(
-            batch_size, *self.input_shape, generator=torch.Generator().manual_seed(0)
-        )
+        generator = torch.Generator().manual_seed(0)
+        x = torch.randn(batch_size, *self.input_shape, generator=generator)
+        return x.to(next(self.parameters()).device)
 
 
 def build_model(name: str, **shape) -> nn.Module:
