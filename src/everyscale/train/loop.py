@@ -38,6 +38,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+from tqdm.auto import tqdm
 
 from everyscale.train.checkpoint import (
     atomic_write_bytes,
@@ -363,8 +364,6 @@ def _train(config: TrainConfig, dataset, optimizer_factory, callback) -> dict[st
     start = time.perf_counter()
     tokens_at_start = step * tokens_per_step
     last_train: float | None = None
-    from tqdm.auto import tqdm
-
     bar = tqdm(
         total=config.steps,
         initial=step,
@@ -439,9 +438,9 @@ def _train(config: TrainConfig, dataset, optimizer_factory, callback) -> dict[st
                 due = config.checkpoint_every and step % config.checkpoint_every == 0
                 if due or step == config.steps or signals.received is not None:
                     if not _params_finite(model):
-                        raise _Diverged(step, "a non-finite weight")
+                        raise _Diverged(step, "weight")
                     checkpoint()
-                if signals.received is not None:
+                if signals.received is not None and step < config.steps:
                     name = signal.Signals(signals.received).name
                     message = (
                         f"{name} received: checkpoint saved at step {step} in {checkpoint_path}; "
