@@ -63,9 +63,34 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--val-windows", type=int, default=defaults.val_windows)
     p.add_argument("--coord-steps", type=int, default=defaults.coord_steps)
     p.add_argument("--threads", type=int, default=defaults.threads, help="torch threads per run")
+    p.add_argument(
+        "--option",
+        action="append",
+        default=[],
+        metavar="PRESET.KEY=VALUE",
+        help="a preset option, repeatable, e.g. scion.radius=1 scion.output_radius=1024",
+    )
     p.add_argument("--out", required=True, help="directory for runs and results")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=main)
+
+
+def parse_options(items: list[str], optimizers: list[str]) -> dict[str, dict]:
+    """``["scion.radius=1", ...]`` -> ``{"scion": {"radius": 1.0}}`` (numbers where they parse)."""
+    options: dict[str, dict] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        preset, dot, name = key.partition(".")
+        if not sep or not dot or not name:
+            raise ValueError(f"option: write PRESET.KEY=VALUE, e.g. scion.radius=1; got {item!r}")
+        if preset not in optimizers:
+            raise ValueError(f"option: {preset!r} is not among --optimizers {','.join(optimizers)}")
+        try:
+            parsed: object = float(value) if "." in value or "e" in value else int(value)
+        except ValueError:
+            parsed = {"true": True, "false": False}.get(value.lower(), value)
+        options.setdefault(preset, {})[name] = parsed
+    return options
 
 
 def config_from_args(args: argparse.Namespace) -> SweepConfig:
@@ -93,6 +118,7 @@ def config_from_args(args: argparse.Namespace) -> SweepConfig:
         val_windows=args.val_windows,
         coord_steps=args.coord_steps,
         threads=args.threads,
+        options=parse_options(args.option, optimizers),
         out=args.out,
     )
 
