@@ -1,8 +1,9 @@
 """Throughput of everyscale's training loop against a bare PyTorch loop, measured in one run.
 
 Both loops train the same GPT (width 128, depth 4, 4 heads, context 128, batch 32 by default)
-on the same Shakespeare batches with the same optimizer (``torch.optim.AdamW``, so only the
-loop differs) on the same number of CPU threads. The bare loop is the minimum a training step
+on the same Shakespeare batches (the stdlib corpus where tinyshakespeare is absent) with the
+same optimizer (``torch.optim.AdamW``, so only the loop differs) on the same number of CPU
+threads. The bare loop is the minimum a training step
 needs: sample a batch, forward, cross-entropy, backward, optimizer step. ``everyscale.train.run``
 adds the schedule, the loss sync and finiteness check, the metrics line, the progress-bar
 bookkeeping and the signal check.
@@ -35,6 +36,16 @@ import torch
 import torch.nn.functional as F
 
 from everyscale.train import TrainConfig, build_model, load_dataset, run
+from everyscale.train.data import shakespeare_path
+
+
+def text_data() -> str:
+    """tinyshakespeare when it is present (``../shared/data``), else the stdlib corpus."""
+    try:
+        shakespeare_path()
+    except FileNotFoundError:
+        return "stdlib"
+    return "shakespeare"
 
 
 def make_optimizer(model: torch.nn.Module) -> torch.optim.Optimizer:
@@ -109,7 +120,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         config = TrainConfig(
             model="gpt",
-            data="shakespeare",
+            data=text_data(),
             width=args.width,
             depth=args.depth,
             heads=4,

@@ -7,6 +7,7 @@ import pytest
 
 from everyscale.train import TrainConfig
 from everyscale.train import cli as train_cli
+from everyscale.train.data import shakespeare_path
 
 
 def parse(argv):
@@ -15,7 +16,13 @@ def parse(argv):
     return parser.parse_args(["train", *argv])
 
 
-TINY = "--model gpt --data shakespeare --width 16 --depth 1 --heads 2 --context 16 "
+try:
+    shakespeare_path()
+    TEXT = "shakespeare"
+except FileNotFoundError:  # the standard library's sources stand in
+    TEXT = "stdlib"
+
+TINY = f"--model gpt --data {TEXT} --width 16 --depth 1 --heads 2 --context 16 "
 TINY += "--batch-size 4 --val-windows 8 --threads 1 --quiet --optimizer adamw --lr 0.01"
 
 

@@ -28,7 +28,7 @@ def test_text_windows_are_contiguous_and_targets_shift_by_one():
 
 
 def test_training_batches_depend_only_on_the_generator_state():
-    ds = load_dataset("shakespeare", context=32)
+    ds = load_dataset("stdlib", context=32)
     g = torch.Generator().manual_seed(3)
     ds.sample_batch(4, g)
     state = g.get_state()
@@ -54,7 +54,7 @@ def test_context_longer_than_the_data_is_refused():
     with pytest.raises(ValueError, match="choose --context at most"):
         TextDataset(b"x" * 100, context=64)
     with pytest.raises(ValueError, match="pass a context length"):
-        load_dataset("shakespeare")
+        load_dataset("stdlib")
 
 
 def test_stdlib_corpus_is_large_and_deterministic():

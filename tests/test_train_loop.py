@@ -14,7 +14,20 @@ from everyscale.train import (
     TrainingInterrupted,
     run,
 )
-from everyscale.train.data import FASHION_MNIST_DEBIAN_DIR
+from everyscale.train.data import FASHION_MNIST_DEBIAN_DIR, shakespeare_path
+
+
+def _has_shakespeare() -> bool:
+    try:
+        shakespeare_path()
+    except FileNotFoundError:
+        return False
+    return True
+
+
+HAS_SHAKESPEARE = _has_shakespeare()
+# Small and quick to load; the standard library's sources stand in where it is absent.
+TEXT = "shakespeare" if HAS_SHAKESPEARE else "stdlib"
 
 
 def adamw(lr=3e-3):
@@ -24,7 +37,7 @@ def adamw(lr=3e-3):
 def tiny(tmp_path, name="run", **overrides) -> TrainConfig:
     values = dict(
         model="gpt",
-        data="shakespeare",
+        data=TEXT,
         width=16,
         depth=1,
         heads=2,
@@ -53,7 +66,10 @@ def without_time(metrics):
 @pytest.mark.parametrize(
     "overrides",
     [
-        {"data": "shakespeare"},
+        pytest.param(
+            {"data": "shakespeare"},
+            marks=pytest.mark.skipif(not HAS_SHAKESPEARE, reason="tinyshakespeare.txt not found"),
+        ),
         {"data": "stdlib"},
         {"data": "digits", "model": "mlp", "width": 32, "batch_size": 32},
         {"data": "digits", "model": "cnn", "width": 8, "depth": 2, "batch_size": 32, "steps": 60},

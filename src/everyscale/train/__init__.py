@@ -1,7 +1,7 @@
 """everyscale.train: offline data, models, schedules, and a training loop that never loses a run.
 
     from everyscale.train import TrainConfig, run
-    summary = run(TrainConfig(model="gpt", data="shakespeare", steps=200, out="runs/demo"))
+    summary = run(TrainConfig(model="gpt", data="stdlib", steps=200, out="runs/demo"))
 
 See ``loop.py`` for the files a run writes and how resume stays exact.
 """

@@ -74,7 +74,7 @@ class TrainConfig:
     """
 
     model: str = "gpt"
-    data: str = "shakespeare"
+    data: str = "stdlib"
     width: int = 128
     depth: int = 4
     heads: int = 4
