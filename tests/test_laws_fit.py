@@ -10,6 +10,7 @@ from scipy.optimize import minimize
 from scipy.special import huber, logsumexp
 
 from everyscale.laws import FitResult, custom_law, fit, load_points
+from everyscale.laws.fit import Objective, newton_decrement
 from everyscale.laws.synthetic import BESIROGLU, chinchilla_params, chinchilla_points
 
 TRUE = chinchilla_params(**BESIROGLU)
@@ -46,9 +47,19 @@ def test_diagnostics_report_a_converged_shared_optimum(result):
     assert d["n_starts"] == 8
     assert d["n_starts_at_best"] >= 2  # several starts agree: not a lone lucky start
     assert d["grad_norm_relative"] < 1e-4
+    assert d["newton_decrement_relative"] < 1e-8
     assert d["warnings"] == []
     assert result.n_points == 80
     assert result.params["alpha"] == pytest.approx(TRUE["alpha"], abs=0.03)
+
+
+def test_newton_decrement_flags_a_point_that_is_not_an_optimum(points, result):
+    law = result.get_law()
+    objective = Objective(law, {"N": points["N"], "D": points["D"]}, points["loss"], "huber", 1e-3)
+    lower, upper = law.bound_arrays()
+    at_optimum = newton_decrement(objective, result.theta, lower, upper)
+    nudged = newton_decrement(objective, result.theta + np.eye(5)[3] * 0.01, lower, upper)
+    assert at_optimum < 1e-8 < 1e-3 < nudged
 
 
 def test_scaling_the_objective_does_not_move_the_optimum(points, result):
