@@ -61,7 +61,8 @@ def summary(
             f"- Starts: {diag.get('n_starts')} run, {diag.get('n_starts_at_best')} reached the "
             f"best objective within rtol = {diag.get('rtol')}",
             f"- Projected gradient norm at the optimum: {_g(diag.get('grad_norm'))} "
-            f"(relative to the objective: {_g(diag.get('grad_norm_relative'))})",
+            f"(relative to the objective: {_g(diag.get('grad_norm_relative'))}); relative "
+            f"decrease one more Newton step predicts: {_g(diag.get('newton_decrement_relative'))}",
             f"- Optimizer: {diag.get('optimizer')}",
         ]
         lines += [f"- **Warning:** {w}" for w in diag.get("warnings", [])]
