@@ -327,3 +327,37 @@ def test_device_is_validated_and_cpu_runs(tmp_path):
         with pytest.raises(ValueError, match="use --device cpu"):
             run(tiny(tmp_path, device="cuda"))
     assert run(tiny(tmp_path, steps=2, device="cpu"), optimizer_factory=adamw())["steps"] == 2
+
+
+@pytest.mark.slow
+def test_sigterm_to_a_training_process_then_resume_in_a_new_one(tmp_path):
+    """A real signal from outside, a resume in a fresh process: the losses still match."""
+    import subprocess
+    import sys
+    import time
+
+    config = tiny(tmp_path, "killed", steps=300, eval_every=100, width=32, heads=2)
+    script = (
+        "import sys, torch; from everyscale.train import TrainConfig, run; "
+        "c = TrainConfig.from_json(sys.argv[1]); "
+        "run(c, optimizer_factory=lambda m: torch.optim.AdamW(m.parameters(), lr=3e-3))"
+    )
+    config_path = tmp_path / "killed.json"
+    config.to_json(config_path)
+    process = subprocess.Popen([sys.executable, "-c", script, str(config_path)])
+    metrics = tmp_path / "killed" / "metrics.jsonl"
+    deadline = time.time() + 120
+    while not (metrics.exists() and metrics.stat().st_size) and time.time() < deadline:
+        time.sleep(0.2)
+    time.sleep(1.0)
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=120) != 0
+    stopped = json.loads((tmp_path / "killed" / "summary.json").read_text())
+    assert stopped["status"] == "interrupted" and 0 < stopped["steps"] < 300
+
+    config.resume = True
+    config.to_json(config_path)
+    subprocess.run([sys.executable, "-c", script, str(config_path)], check=True, timeout=600)
+    reference = tiny(tmp_path, "reference", steps=300, eval_every=100, width=32, heads=2)
+    run(reference, optimizer_factory=adamw())
+    assert without_time(rows(config)) == without_time(rows(reference))
