@@ -229,3 +229,14 @@ def test_markdown_and_text_reports_mark_the_best_learning_rate():
     assert table.count("2^-4 |") == 3  # the header and the best lr of both widths
     assert "optimum moves 0 grid step(s)" in table
     assert "transfers: True" in report(out)
+
+
+def test_cli_options_are_parsed_per_preset():
+    from everyscale.scale.cli import parse_options
+
+    got = parse_options(["scion.radius=1.0", "scion.ns_steps=7", "scion.nesterov=true"], ["scion"])
+    assert got == {"scion": {"radius": 1.0, "ns_steps": 7, "nesterov": True}}
+    with pytest.raises(ValueError, match=r"PRESET\.KEY=VALUE"):
+        parse_options(["radius=1"], ["scion"])
+    with pytest.raises(ValueError, match="not among"):
+        parse_options(["adamw.eps=1e-8"], ["scion"])

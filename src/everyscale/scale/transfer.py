@@ -300,7 +300,6 @@ class SweepConfig:
             raise ValueError("optimizers: give at least one preset, e.g. --optimizers scion,adamw")
         for preset in self.optimizers:
             update_family(preset)
-        for preset in self.optimizers:
             grid = self.lrs.get(preset)
             if not grid:
                 raise ValueError(f"lr-grid: no learning rates for {preset}; give e.g. 2^-10:2^-3")
