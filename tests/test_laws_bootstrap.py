@@ -133,3 +133,14 @@ def test_overtrain_allocation_matches_its_chinchilla_form():
     grid = np.geomspace(N / 3, N * 3, 2001)
     losses = ot.predict(N=grid, C=np.full_like(grid, 1e21))
     assert grid[np.argmin(losses)] == pytest.approx(N, rel=2e-3)
+
+
+def test_bootstrap_warns_when_resamples_cannot_identify_the_law():
+    # 8 points, 5 parameters: a resample of 8 draws holds ~5.3 distinct points on average.
+    small = chinchilla_points(8, noise=0.01, seed=9)
+    result = fit(small, start_grid=GRID, bootstrap=40)
+    assert result.bootstrap_info["n_underdetermined"] > 10
+    assert any("bootstrap resamples hold no more distinct points" in w for w in
+               result.diagnostics["warnings"])  # fmt: skip
+    large = fit(chinchilla_points(40, noise=0.01, seed=9), start_grid=GRID, bootstrap=40)
+    assert large.bootstrap_info["n_underdetermined"] == 0

@@ -87,6 +87,8 @@ def bootstrap(
         if result.objective <= f_best[i]:
             samples[i], f_best[i] = result.theta, result.objective
     failed = ~np.isfinite(f_best)
+    # A resample with no more distinct points than parameters cannot identify the law.
+    underdetermined = int(np.sum(np.count_nonzero(weights, axis=1) <= law.n_params))
     samples[failed] = np.nan
 
     # Convergence check: polish a few random resamples with L-BFGS-B to machine precision and
@@ -119,7 +121,21 @@ def bootstrap(
         "n_finished_by_lbfgsb": len(unconverged),
         "n_checked_by_lbfgsb": len(checked),
         "max_check_deviation_in_sd": deviation,
+        "n_underdetermined": underdetermined,
     }
+    diagnostics = dict(fit_result.diagnostics)
+    if underdetermined > 0.05 * n_resamples:
+        diagnostics["warnings"] = [
+            *diagnostics.get("warnings", []),
+            f"{underdetermined} of {n_resamples} bootstrap resamples hold no more distinct points "
+            f"than the law has parameters ({law.n_params}): the intervals are wide or unreliable; "
+            "add runs",
+        ]
     return dataclasses.replace(
-        fit_result, ci=ci, ci_level=level, bootstrap_samples=samples, bootstrap_info=info
+        fit_result,
+        ci=ci,
+        ci_level=level,
+        bootstrap_samples=samples,
+        bootstrap_info=info,
+        diagnostics=diagnostics,
     )
