@@ -15,10 +15,11 @@ from __future__ import annotations
 
 from everyscale.optim.norms import NORMS, Norm, get_norm
 from everyscale.optim.optimizer import NonFiniteGradientError, NormOptimizer
-from everyscale.optim.presets import PRESETS, describe, optimizer
+from everyscale.optim.presets import DEFAULT_LR, PRESETS, describe, describe_optimizer, optimizer
 from everyscale.optim.roles import Role, assign_roles
 
 __all__ = [
+    "DEFAULT_LR",
     "NORMS",
     "PRESETS",
     "NonFiniteGradientError",
@@ -27,6 +28,7 @@ __all__ = [
     "Role",
     "assign_roles",
     "describe",
+    "describe_optimizer",
     "get_norm",
     "optimizer",
 ]

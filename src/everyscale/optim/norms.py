@@ -7,13 +7,13 @@ pure tensor functions (no state):
     the linear minimization oracle of the *unit* ball, ``argmin_{||x|| <= 1} <d, x>``. It
     carries the minus sign, so ``<d, lmo(d)> = -||d||_*`` and ``||lmo(d)|| = 1`` (for
     ``d != 0``); it is invariant to positive scaling of ``d``. The template multiplies it by
-    the group's radius ``rho`` (BRIEF §1; Pethick et al. 2025 [S], eq. (2)).
+    the group's radius ``rho`` (BRIEF §1; Pethick et al. 2025 [S]).
 ``dual_norm(d)``
     ``||d||_* = max_{||x|| <= 1} <d, x>``.
 ``norm(w)``
     ``||w||`` itself (the constrained step keeps ``norm(W) <= radius``).
 ``init_(w, radius=1.0)``
-    overwrite ``w`` in place with a point on the sphere ``||w|| = radius`` [S, Sec. 3.3].
+    overwrite ``w`` in place with a point on the sphere ``||w|| = radius`` (BRIEF §1, [S]).
 
 Each norm is a *scaled* version of a classical one: ``||w|| = ||w||_0 / s`` where ``s`` is a
 positive factor that depends only on the parameter's shape (and on constructor options), so
@@ -247,7 +247,7 @@ class RMS(Euclidean):
     def init_(self, w: Tensor, radius: float = 1.0, batched: bool = False) -> Tensor:
         """Constant ``radius`` (RMS exactly ``radius``), the natural start of a norm gain.
 
-        Biases are conventionally started at zero instead ([S] Sec. 3.3), which is inside the
+        Biases are conventionally started at zero instead (BRIEF §1, [S]), which is inside the
         ball rather than on it; zero them yourself if you want that.
         """
         with torch.no_grad():
@@ -400,7 +400,7 @@ class Spectral(_PolarMixin, Norm):
         return torch.linalg.matrix_norm(w, ord=2)
 
     def init_(self, w: Tensor, radius: float = 1.0, batched: bool = False) -> Tensor:
-        """Semi-orthogonal (all singular values equal), times ``s * radius`` [S, Sec. 3.3]."""
+        """Semi-orthogonal (all singular values equal), times ``s * radius`` (BRIEF §1, [S])."""
         with torch.no_grad():
             stack = w.reshape(-1, *w.shape[-2:])
             for matrix in stack:
@@ -496,7 +496,7 @@ class _LineNorm(Norm):
         return torch.linalg.vector_norm(w, dim=self._dim()).amax(dim=-1)
 
     def init_(self, w: Tensor, radius: float = 1.0, batched: bool = False) -> Tensor:
-        """Random lines, each normalized to length ``s * radius`` [S, Sec. 3.3]."""
+        """Random lines, each normalized to length ``s * radius`` (BRIEF §1, [S])."""
         with torch.no_grad():
             w.normal_()
             w.div_(torch.linalg.vector_norm(w, dim=self._dim(), keepdim=True))

@@ -2,7 +2,7 @@
 
 For a parameter ``W`` with gradient ``g`` in a group with norm ``||.||`` (its unit LMO ``lmo``,
 see ``norms.py``), radius ``rho``, learning rate ``gamma`` and momentum ``beta``
-(BRIEF §1; Pethick et al. 2025 [S], Algorithms 1-3; [R]):
+(BRIEF §1; Pethick et al. 2025 [S], the per-layer form of Alg. 3; [R]):
 
 1. optional L2 decay into the gradient (``weight_decay_style="l2"``, torch.optim.SGD):
    ``g <- g + lambda W``;
@@ -12,7 +12,7 @@ see ``norms.py``), radius ``rho``, learning rate ``gamma`` and momentum ``beta``
      ``nesterov`` the direction is ``(1 - beta) g_k + beta d_k`` (torch.optim.Muon);
    - ``"heavy_ball"`` (torch.optim.SGD): ``b_k = mu b_{k-1} + (1 - dampening) g_k``
      (``b_1 = g_1``); with ``nesterov`` the direction is ``g_k + mu b_k``;
-   - ``"lion"`` (Chen et al. 2023, *Symbolic Discovery of Optimization Algorithms*, Alg. 2):
+   - ``"lion"`` (Chen et al. 2023, *Symbolic Discovery of Optimization Algorithms*):
      direction ``beta1 m_{k-1} + (1 - beta1) g_k``, then ``m_k = beta2 m_{k-1} + (1 - beta2) g_k``
      (``betas=(beta1, beta2)``);
 
@@ -20,8 +20,8 @@ see ``norms.py``), radius ``rho``, learning rate ``gamma`` and momentum ``beta``
    Hutter 2019): ``W <- (1 - gamma lambda) W``;
 4. the step (``step=``):
 
-   - ``"unconstrained"`` (uSCG, [S] Alg. 1): ``W <- W + gamma rho lmo(d)``;
-   - ``"constrained"`` (SCG / Frank-Wolfe, [S] Alg. 2): ``W <- (1 - gamma) W + gamma rho lmo(d)``,
+   - ``"unconstrained"`` (uSCG, [S]): ``W <- W + gamma rho lmo(d)``;
+   - ``"constrained"`` (SCG / Frank-Wolfe, [S]): ``W <- (1 - gamma) W + gamma rho lmo(d)``,
      which keeps ``||W|| <= rho`` once it holds (it *is* decoupled weight decay 1, so extra
      ``weight_decay`` is refused);
    - ``"clipped"`` (Pethick et al. 2025 [G], *Generalized Gradient Norm Clipping*):

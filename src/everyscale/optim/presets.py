@@ -31,7 +31,7 @@ Scion's role norms [S, Rec. 3.1]: input = ColNorm on the transposed ``(vocab, d)
 an ``nn.Embedding``, ``spectral(max1)`` for a linear input layer, ``spectral_conv`` for a conv
 input; hidden = Spectral (``spectral_conv`` for kernels); output and tied = Sign scaled
 ``1/d_in``; vectors = RMS. Radii default to the values of the Scion repository's nanoGPT
-configuration (github.com/LIONS-EPFL/scion, README and ``examples/modded-nanogpt``; [S] App. E):
+configuration (github.com/LIONS-EPFL/scion, README and ``examples/modded-nanogpt``; [S] App. E.3):
 ``radius=50`` for hidden (and input, vector) layers, ``output_radius = 60 * radius = 3000`` for
 the Sign head, EMA momentum 0.9 (their ``momentum=0.1`` is ``1 - beta``), learning rate
 ``2**-12`` with the constrained step. Those radii were tuned for GPT-2 small; tune ``radius``
