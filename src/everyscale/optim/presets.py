@@ -149,7 +149,7 @@ def _settings(preset: str, overrides: dict[str, Any]) -> dict[str, Any]:
     return options
 
 
-def _matrix_norm(kind: str, p: torch.Tensor, o: dict[str, Any], scaling: str) -> dict[str, Any]:
+def _matrix_norm(p: torch.Tensor, o: dict[str, Any], scaling: str) -> dict[str, Any]:
     """Spectral (matrices) or SpectralConv (kernels) with the polar-factor options."""
     polar = {"method": o["ns_method"], "steps": o["ns_steps"], "dtype": o["ns_dtype"]}
     if p.ndim >= 3:
@@ -203,7 +203,7 @@ def _muon_settings(lr: float, o: dict[str, Any], role: Role, p: torch.Tensor) ->
         )
     eligible = p.ndim == 2 and (o["spectral_for"] == "all" or role == Role.HIDDEN)
     if eligible:
-        settings = _matrix_norm("spectral", p, o, _MUON_ADJUSTMENTS[o["adjust_lr_fn"]])
+        settings = _matrix_norm(p, o, _MUON_ADJUSTMENTS[o["adjust_lr_fn"]])
         return {**settings, "step": "unconstrained", "momentum": o["momentum"],
                 "nesterov": o["nesterov"], "weight_decay": o["weight_decay"]}  # fmt: skip
     rest = o["rest"]
@@ -243,9 +243,9 @@ def _scion_settings(
     elif role == Role.INPUT and is_embedding:
         norm = {"norm": "colnorm", "norm_kwargs": {"transpose": True}}
     elif role == Role.INPUT:
-        norm = _matrix_norm("spectral", p, o, "max1")
+        norm = _matrix_norm(p, o, "max1")
     else:
-        norm = _matrix_norm("spectral", p, o, "natural")
+        norm = _matrix_norm(p, o, "natural")
     return {**norm, "radius": radii[role], "step": _SCION_STEP[preset],
             "momentum": o["momentum"], "nesterov": o["nesterov"],
             "weight_decay": o["weight_decay"]}  # fmt: skip
