@@ -294,11 +294,31 @@ def train_config(spec: RunSpec, plan: LadderPlan, run_dir: Path, resume: bool):
     )
 
 
+def optimizer_factory(spec: RunSpec, plan: LadderPlan):
+    """``model -> optimizer`` through the scale package: the transferred settings.
+
+    Every parameter of a norm-ball preset (scion, ...) starts on its ball at radius
+    ``plan.init_radius`` (``everyscale.scale.init_``; 1 by default: at the preset's own radii
+    of 50 the GPT's logits start near 1e4, see docs/transfer.md), and the learning rate moves
+    from the smallest ladder model (the proxy the sweep tuned) to this width by the
+    ``everyscale.scale`` plan (for the Spectral/Sign geometry: unchanged, [S] Lemma C.6).
+    Presets without balls (adamw, sgd) keep the model's own initialization.
+    """
+    from everyscale.ladder.plan import build_ladder_model
+    from everyscale.scale.parametrization import base_shapes
+    from everyscale.scale.transfer import make_optimizer_factory
+
+    proxy = base_shapes(build_ladder_model(plan, min(plan.widths)))
+    init = "default" if plan.init_radius is None else plan.init_radius
+    return make_optimizer_factory(plan.preset, spec.lr, proxy, init=init)
+
+
 def train_run(spec: RunSpec, plan: LadderPlan, run_dir: Path, resume: bool) -> dict:
     """Train one ladder run with ``everyscale.train.run`` and return its summary."""
     from everyscale.train import run
 
-    return run(train_config(spec, plan, run_dir, resume))
+    config = train_config(spec, plan, run_dir, resume)
+    return run(config, optimizer_factory=optimizer_factory(spec, plan))
 
 
 def choose_lr(sweep: list[dict]) -> tuple[float, str]:
@@ -340,7 +360,7 @@ def fit_and_predict(points_path: Path, plan: LadderPlan, ladder: list[dict], tar
     """Fit the laws, predict the target with intervals, and add the naive predictions."""
     from everyscale import laws
 
-    points = laws.load_points(points_path)
+    points = laws.load_points(points_path, embeddings=plan.embeddings)
     fits, predictions = {}, {}
     for law in (PRIMARY_LAW, SECONDARY_LAW):
         try:

@@ -71,7 +71,7 @@ _BUDGET_DEFAULTS: dict[str, dict] = {
     ),
     "medium": dict(
         widths=(32, 48, 64, 96),
-        tokens=(524_288, 1_048_576, 2_097_152),
+        tokens=(262_144, 524_288, 1_048_576),
         target_width=None,
         target_tokens=None,
         depth=2,
@@ -136,6 +136,7 @@ class LadderPlan:
     cooldown: float = 0.3  # linear decay over the last 30% of steps ([S]; BRIEF section 2)
     embeddings: bool = False  # whether N counts the token/position embeddings
     threads: int = 1  # torch threads per run (runs train side by side, see run_ladder)
+    init_radius: float | None = 1.0  # start on the preset's norm balls at this radius (None: not)
     extra: dict = field(default_factory=dict)  # free-form notes recorded in the report
 
     @property
