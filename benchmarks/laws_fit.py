@@ -16,6 +16,8 @@ such). Two peer settings are timed:
 - `tight`: ftol=1e-15, gtol=1e-12, the same stopping rule as our polish (slower per start);
   printed as `grid_fit_vs_naive_tight_tolerances`.
 
+Both run with BLAS limited to one thread (threadpoolctl), as `fit()` does for itself.
+
     .venv/bin/python benchmarks/laws_fit.py [--naive-starts 40] [--skip-bootstrap]
 """
 
@@ -134,4 +136,9 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    # Both sides run with single-threaded BLAS (our fit() sets this itself): on a shared machine
+    # a multi-threaded OpenBLAS slows scipy's L-BFGS-B ~18x, which would flatter the ratio.
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1, user_api="blas"):
+        main()

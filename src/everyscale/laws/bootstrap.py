@@ -26,6 +26,7 @@ from everyscale.laws.fit import (
     percentile_interval,
     polish,
     prepare,
+    single_threaded_blas,
 )
 from everyscale.laws.io import Points
 
@@ -38,6 +39,7 @@ def resample_weights(run: np.ndarray, n_resamples: int, rng: np.random.Generator
     return counts[:, run_index.ravel()].astype(float)
 
 
+@single_threaded_blas
 def bootstrap(
     points: Points,
     fit_result: FitResult,
@@ -83,20 +85,20 @@ def bootstrap(
     # Resamples whose vectorized run hit its iteration cap are finished by L-BFGS-B.
     unconverged = np.flatnonzero(~converged & np.isfinite(f_best))
     for i in unconverged:
-        result = polish(objective, samples[i], lower, upper, weights[i])
+        result = polish(objective, samples[i], lower, upper, weights[i], maxiter=1000)
         if result.objective <= f_best[i]:
             samples[i], f_best[i] = result.theta, result.objective
     failed = ~np.isfinite(f_best)
     # A resample with no more distinct points than parameters cannot identify the law.
-    underdetermined = int(np.sum(np.count_nonzero(weights, axis=1) <= law.n_params))
+    identifiable = np.count_nonzero(weights, axis=1) > law.n_params
+    underdetermined = int(np.sum(~identifiable))
     samples[failed] = np.nan
 
     # Convergence check: polish a few random resamples with L-BFGS-B to machine precision and
     # measure how far the vectorized end points were, in units of the bootstrap spread.
     spread = np.nanstd(samples, axis=0)
-    checked = rng.choice(
-        np.flatnonzero(~failed), size=min(n_check, int(np.sum(~failed))), replace=False
-    )
+    checkable = np.flatnonzero(~failed & identifiable)  # the others have no unique optimum
+    checked = rng.choice(checkable, size=min(n_check, len(checkable)), replace=False)
     deviation = 0.0
     for i in checked:
         exact = polish(objective, samples[i], lower, upper, weights[i]).theta
