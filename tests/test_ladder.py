@@ -489,3 +489,19 @@ def test_cli_reports_bad_input_in_one_line(tmp_path, capsys):
     assert main(["ladder", "--budget", "tiny", "--preset", "nope", "--out", out]) == 2
     assert "--preset" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()  # nothing is trained or written on bad input
+
+
+def test_idle_wall_estimate_packs_each_stage_onto_the_workers():
+    from everyscale.ladder.ladder import idle_wall_estimate
+
+    def run(stage, cpu):
+        return {"stage": stage, "status": "ok", "cpu_seconds": cpu}
+
+    runs = [run("sweep", c) for c in (4.0, 3.0, 2.0, 1.0)]
+    runs += [run("ladder", 6.0), run("ladder", 6.0), run("target", 10.0)]
+    result = {"runs": runs, "fit_cpu_seconds": 1.0}
+    # Longest first: sweep 4+1 | 3+2 -> 5; ladder 6 | 6 -> 6; target 10; fit 1.
+    assert idle_wall_estimate(result, 2) == pytest.approx(22.0)
+    assert idle_wall_estimate(result, 1) == pytest.approx(10.0 + 12.0 + 10.0 + 1.0)
+    runs[0]["cpu_seconds"] = None  # a reused run: its CPU time is unknown
+    assert idle_wall_estimate(result, 2) is None

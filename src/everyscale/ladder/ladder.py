@@ -134,7 +134,9 @@ def run_ladder(
         # 3-4. fit and predict, written down before the held-out model is trained.
         target_spec = plan.target_run(lr)
         target_info = describe_run(target_spec, plan)
+        fit_cpu = time.process_time()
         prediction = _load_or_make_prediction(out, plan, ladder, target_info, resume)
+        result["fit_cpu_seconds"] = time.process_time() - fit_cpu
         result["fits"] = prediction.pop("fits")
         result.update(prediction)
 
@@ -159,8 +161,33 @@ def run_ladder(
             pool.shutdown(wait=True, cancel_futures=True)
         bar.close()
         result["wall_seconds"] = time.time() - started
+        result["workers"] = workers
+        result["idle_wall_estimate_seconds"] = idle_wall_estimate(result, workers)
         report.write_all(out, plan, result)
     return result
+
+
+def idle_wall_estimate(result: dict, workers: int) -> float | None:
+    """The ladder's wall time on ``workers`` idle cores, from the CPU time each run used.
+
+    On a shared machine wall time says little; the CPU seconds of each run (one thread each)
+    do not depend on the neighbours as much. Each stage's runs are packed onto ``workers``
+    cores longest first (the makespan of that greedy schedule), stages run one after another,
+    and the fit's CPU time is added. ``None`` when some run was reused (its CPU time is not
+    known in this session).
+    """
+    runs = result.get("runs", [])
+    if not runs or any(r.get("cpu_seconds") is None for r in runs if r["status"] == "ok"):
+        return None
+    total = result.get("fit_cpu_seconds", 0.0)
+    for stage in ("sweep", "ladder", "target"):
+        loads = [0.0] * workers
+        for cpu in sorted(
+            (r.get("cpu_seconds") or 0.0 for r in runs if r["stage"] == stage), reverse=True
+        ):
+            loads[loads.index(min(loads))] += cpu
+        total += max(loads)
+    return total
 
 
 def _spec_of(specs: list[RunSpec], name: str) -> RunSpec:
@@ -221,6 +248,7 @@ def execute_run(
         # Training is deterministic: the same run would diverge again.
         record.update(status="diverged", final_val_loss=None, error=previous.get("message", ""))
         return record
+    cpu_start = time.process_time()  # this process trains one run at a time
     if record["reused"]:
         summary = previous
     else:
@@ -238,7 +266,8 @@ def execute_run(
     record.update(
         status="ok",
         final_val_loss=loss,
-        wall_seconds=float(summary.get("wall_seconds", summary.get("seconds", math.nan))),
+        wall_seconds=float(summary.get("wall_seconds", math.nan)),
+        cpu_seconds=None if record["reused"] else time.process_time() - cpu_start,
     )
     return record
 

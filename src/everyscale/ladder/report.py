@@ -98,7 +98,10 @@ def render_markdown(plan: LadderPlan, result: dict) -> str:
         f"model's own count per token is in ladder.json as `flops_per_token`)",
         f"- the loss is the final validation loss (nats per byte) on a fixed validation set of "
         f"{plan.val_windows} windows ({plan.val_windows * plan.context:,} tokens)",
-        f"- wall time of the whole ladder: {_fmt(result.get('wall_seconds'), 3)} s",
+        f"- wall time of the whole ladder: {_fmt(result.get('wall_seconds'), 3)} s with "
+        f"{result.get('workers', 1)} runs side by side; from the CPU time of each run, about "
+        f"{_fmt(result.get('idle_wall_estimate_seconds'), 3)} s on {result.get('workers', 1)} "
+        f"idle cores",
         "",
     ]
 
