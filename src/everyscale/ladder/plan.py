@@ -11,12 +11,13 @@ A ladder has three stages:
 3. ``target``: one held-out model, at least 4x the largest ladder model's parameters or
    tokens, whose validation loss is predicted before it is trained.
 
-Counting (stated in every report): ``N`` is the number of parameters *without* the token and
-position embeddings by default (Kaplan et al. 2020 [K] found cleaner laws for small models
-this way; the output head is counted, it is a real matrix multiply), ``D`` the number of
-training tokens actually seen (steps x batch x context), and compute ``C = 6 N D``
-(Hoffmann et al. 2022 [H]; attention FLOPs are not included in ``C``, they are reported
-separately through the model's own ``flops_per_token``).
+Counting (stated in every report): ``N`` is the number of parameters *without* the token
+embedding and the output head (the engine's ``num_params(embeddings=False)``: the blocks and
+norm gains, ``L (12 d^2 + 2 d) + d``; positions are rotary, without parameters) by default,
+as Kaplan et al. 2020 [K] count, who found cleaner laws for small models this way; ``D`` is
+the number of training tokens actually seen (steps x batch x context), and compute
+``C = 6 N D`` (Hoffmann et al. 2022 [H]). ``C`` leaves out the head and attention FLOPs; the
+engine's own count (``flops_per_token``, both included) is recorded for every run.
 """
 
 from __future__ import annotations
@@ -134,7 +135,7 @@ class LadderPlan:
     schedule: str = "wsd"
     warmup: float = 0.0  # Scion's runs use no warmup ([S], Section 5)
     cooldown: float = 0.3  # linear decay over the last 30% of steps ([S]; BRIEF section 2)
-    embeddings: bool = False  # whether N counts the token/position embeddings
+    embeddings: bool = False  # whether N counts the token embedding and the output head
     threads: int = 1  # torch threads per run (runs train side by side, see run_ladder)
     init_radius: float | None = 1.0  # start on the preset's norm balls at this radius (None: not)
     extra: dict = field(default_factory=dict)  # free-form notes recorded in the report
@@ -318,8 +319,9 @@ def default_lr(preset: str) -> float:
 
 def auto_target_width(plan: LadderPlan, count_params: Callable[[LadderPlan, int], int]) -> int:
     """The narrowest multiple of 16 wider than the ladder whose ``N`` is at least
-    ``TARGET_FACTOR`` times the largest ladder model's (the output head grows only linearly
-    with width, so doubling the width gives a bit less than 4x)."""
+    ``TARGET_FACTOR`` times the largest ladder model's (the norm gains, and the head when it
+    is counted, grow only linearly with width, so doubling the width gives a bit less than
+    4x)."""
     largest = max(plan.widths)
     needed = TARGET_FACTOR * count_params(plan, largest)
     width = (largest // HEAD_DIM + 1) * HEAD_DIM
@@ -405,7 +407,7 @@ def validate_plan(plan: LadderPlan, count_params: Callable[[LadderPlan, int], in
 def model_params(plan: LadderPlan, width: int) -> int:
     """``N`` of the ladder's GPT at ``width``: built by the training engine and counted.
 
-    Embeddings (token and position tables) are excluded unless ``plan.embeddings``.
+    The token embedding and the output head are excluded unless ``plan.embeddings``.
     """
     model = build_ladder_model(plan, width)
     return int(model.num_params(embeddings=plan.embeddings))

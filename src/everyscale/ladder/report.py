@@ -92,10 +92,11 @@ def render_markdown(plan: LadderPlan, result: dict) -> str:
         f"{plan.batch_size} sequences ({plan.tokens_per_step:,} tokens per step)",
         f"- schedule `{plan.schedule}`: warmup {plan.warmup:.0%}, linear decay to zero over the "
         f"last {plan.cooldown:.0%} of steps, so every run ends annealed",
-        f"- `N` counts parameters **{'with' if plan.embeddings else 'without'}** the token and "
-        f"position embeddings (the output head is counted); `D` = tokens seen = steps x "
-        f"{plan.tokens_per_step:,}; compute `C = 6ND` (attention FLOPs not included; the "
-        f"model's own count per token is in ladder.json as `flops_per_token`)",
+        f"- `N` counts parameters **{'with' if plan.embeddings else 'without'}** the token "
+        f"embedding and the output head (2 x 256 x width; positions are rotary); `D` = tokens "
+        f"seen = steps x {plan.tokens_per_step:,}; compute `C = 6ND` (head and attention "
+        f"FLOPs not included; the engine's count per token, both included, is in ladder.json "
+        f"as `flops_per_token`)",
         f"- the loss is the final validation loss (nats per byte) on a fixed validation set of "
         f"{plan.val_windows} windows ({plan.val_windows * plan.context:,} tokens)",
         f"- wall time of the whole ladder: {_fmt(result.get('wall_seconds'), 3)} s with "
@@ -157,14 +158,16 @@ def render_markdown(plan: LadderPlan, result: dict) -> str:
 
     if "prediction" in result:
         t = result["target"]
-        largest = max((r for r in runs if r["stage"] == "ladder"), key=lambda r: r["N"])
+        ladder_runs = [r for r in runs if r["stage"] == "ladder"]
+        largest_n = max(r["N"] for r in ladder_runs)
+        largest_d = max(r["D"] for r in ladder_runs)
         lo, hi = result["interval"]
         lines += [
             "## 4. Prediction (written to prediction.json before the held-out run was trained)",
             "",
             f"Held-out model: width {t['width']}, N = {t['N']:,} "
-            f"({t['N'] / largest['N']:.2f}x the largest ladder model), D = {t['D']:,} "
-            f"({t['D'] / largest['D']:.2f}x), C = {t['C']:.3g}. Written at "
+            f"({t['N'] / largest_n:.2f}x the largest ladder model), D = {t['D']:,} "
+            f"({t['D'] / largest_d:.2f}x the largest budget), C = {t['C']:.3g}. Written at "
             f"{result.get('written_at', '?')}.",
             "",
             f"`{result['law']}` predicts **{result['prediction']:.4f}**, "
