@@ -72,6 +72,27 @@ def _pct(x) -> str:
     return "-" if x is None else f"{100 * x:.2f}%"
 
 
+def _timing_line(result: dict) -> str:
+    """Measured wall time, and the estimate on idle cores from each run's CPU time."""
+    workers = result.get("workers", 1)
+    line = (
+        f"- wall time: {result.get('wall_seconds', math.nan):.0f} s ({workers} runs side by side)"
+    )
+    estimate = result.get("idle_wall_estimate_seconds")
+    if estimate is not None:
+        line += (
+            f"; from the CPU time of each run, about {estimate:.0f} s on {workers} idle cores "
+            f"(the machine may have been shared)"
+        )
+    return line
+
+
+def _lr_label(lr: float) -> str:
+    """'2^-11 = 0.0004883' for powers of two, else the number."""
+    k = math.log2(lr)
+    return f"2^{round(k)} = {lr:.4g}" if abs(k - round(k)) < 1e-9 else f"{lr:.4g}"
+
+
 def render_markdown(plan: LadderPlan, result: dict) -> str:
     """The human-readable report of a (finished or failed) ladder."""
     runs = result.get("runs", [])
@@ -99,10 +120,7 @@ def render_markdown(plan: LadderPlan, result: dict) -> str:
         f"as `flops_per_token`)",
         f"- the loss is the final validation loss (nats per byte) on a fixed validation set of "
         f"{plan.val_windows} windows ({plan.val_windows * plan.context:,} tokens)",
-        f"- wall time of the whole ladder: {_fmt(result.get('wall_seconds'), 3)} s with "
-        f"{result.get('workers', 1)} runs side by side; from the CPU time of each run, about "
-        f"{_fmt(result.get('idle_wall_estimate_seconds'), 3)} s on {result.get('workers', 1)} "
-        f"idle cores",
+        _timing_line(result),
         "",
     ]
 
@@ -114,8 +132,7 @@ def render_markdown(plan: LadderPlan, result: dict) -> str:
         for r in sorted(sweep, key=lambda r: r["lr"]):
             mark = " **(chosen)**" if r["lr"] == chosen else ""
             lines.append(
-                f"| 2^{math.log2(r['lr']):.1f} = {r['lr']:.4g}{mark} | "
-                f"{_fmt(r.get('final_val_loss'))} | {r['status']} |"
+                f"| {_lr_label(r['lr'])}{mark} | {_fmt(r.get('final_val_loss'))} | {r['status']} |"
             )
         if "lr" in result:
             lines += ["", f"Chosen lr {chosen:.4g}: {result['lr']['note']}.", ""]
