@@ -68,6 +68,12 @@ def test_analyse_finds_known_optima_and_shift():
     assert entry["best_loss_falls_with_size"] and entry["transfers"]
     assert entry["optimum_inside_grid"]
     assert entry["sizes"]["64"]["best_loss"] == pytest.approx(3.0 - 0.6 + 0.0005)
+    # The synthetic loss is exactly quadratic in log2(lr): the parabola finds the optimum
+    # between grid points too.
+    off_grid = synthetic_records(lambda s: 2**-6.3, lambda s: 3.0, lrs, sizes)
+    fine = analyse(off_grid, axis="width", sizes=sizes, lrs=lrs, seeds=[0, 1], optimizers=["opt"])
+    assert fine["optimizers"]["opt"]["best_lrs_interpolated"] == pytest.approx([2**-6.3] * 4)
+    assert fine["optimizers"]["opt"]["interpolated_shift_log2"] == pytest.approx(0, abs=1e-9)
     # Drifts like SP Adam: the optimum halves with each doubling of width -> 3 grid steps.
     drift = synthetic_records(
         lambda s: 2**-4 * 32 / s, lambda s: 3.0 - 0.1 * math.log2(s), lrs, sizes
@@ -77,6 +83,7 @@ def test_analyse_finds_known_optima_and_shift():
     ]["opt"]
     assert entry["best_lrs"] == [2**-4, 2**-5, 2**-6, 2**-7]
     assert entry["best_lr_shift_steps"] == 3 and not entry["transfers"]
+    assert entry["interpolated_shift_log2"] == pytest.approx(3.0)
 
 
 def test_diverged_runs_count_as_inf_and_are_never_the_best():
@@ -103,6 +110,7 @@ def test_analyse_flags_missing_runs_and_grid_edges():
     records = synthetic_records(lambda s: 0.4, lambda s: 1.0 / s, lrs, [1, 2])
     out = analyse(records, axis="depth", sizes=[1, 2], lrs=lrs, seeds=[0, 1], optimizers=["opt"])
     assert out["optimizers"]["opt"]["sizes"]["1"]["best_at_grid_edge"]
+    assert out["optimizers"]["opt"]["sizes"]["1"]["best_lr_interpolated"] is None
     assert not out["optimizers"]["opt"]["optimum_inside_grid"]
     with pytest.raises(ValueError, match="no run for"):
         analyse(records[1:], axis="depth", sizes=[1, 2], lrs=lrs, seeds=[0, 1], optimizers=["opt"])

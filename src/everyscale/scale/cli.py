@@ -141,6 +141,9 @@ def report(result: dict) -> str:
                 f"{opt:<14}{size:>7}{best_lr:>12}{_fmt(s['best_loss']):>11}"
                 f"{s['diverged_runs']:>10}{edge}"
             )
+        fine = entry["interpolated_shift_log2"]
+        if fine is not None:
+            lines.append(f"{opt}: interpolated optima spread over {fine:.2f} factors of 2")
         lines.append(
             f"{opt}: optimum moves {entry['best_lr_shift_steps']} grid steps; best loss falls "
             f"with {axis}: {entry['best_loss_falls_with_size']}; transfers: {entry['transfers']}"
@@ -157,7 +160,7 @@ def markdown(result: dict) -> str:
     axis, out = result["axis"], []
     for opt, entry in result["optimizers"].items():
         lrs = next(iter(entry["sizes"].values()))["lrs"]
-        header = [axis, *(f"2^{math.log2(lr):g}" for lr in lrs), "best lr"]
+        header = [axis, *(f"2^{math.log2(lr):g}" for lr in lrs), "best lr", "interpolated"]
         out.append(f"**{opt}** (loss = final validation loss, mean over seeds; inf = diverged)\n")
         out.append("| " + " | ".join(header) + " |")
         out.append("|" + "---|" * len(header))
@@ -167,7 +170,9 @@ def markdown(result: dict) -> str:
                 text = _fmt(loss)
                 cells.append(f"**{text}**" if i == s["best_lr_index"] else text)
             best = f"2^{math.log2(s['best_lr']):g}" if s["best_lr"] is not None else "-"
-            out.append(f"| {size} | " + " | ".join(cells) + f" | {best} |")
+            fine = s["best_lr_interpolated"]
+            fine = f"2^{math.log2(fine):.2f}" if fine is not None else "-"
+            out.append(f"| {size} | " + " | ".join(cells) + f" | {best} | {fine} |")
         out.append(
             f"\noptimum moves {entry['best_lr_shift_steps']} grid step(s); best loss falls with "
             f"{axis}: {entry['best_loss_falls_with_size']}; optimum inside the grid: "

@@ -138,6 +138,29 @@ def parse_sizes(text: str, name: str) -> list[int]:
     return sorted(set(sizes))
 
 
+def interpolated_optimum(lrs: Sequence[float], losses: Sequence[float], best: int) -> float | None:
+    """The learning rate at the vertex of the parabola through the best grid point and its two
+    neighbours, in ``log2(lr)``: a finer estimate of the optimum than the grid point itself.
+
+    ``None`` when the best point is on the grid's edge, a neighbour diverged, or the three
+    points are not convex (no interior minimum to interpolate).
+    """
+    if best in (0, len(lrs) - 1):
+        return None
+    (x0, x1, x2), (f0, f1, f2) = (
+        [math.log2(lr) for lr in lrs[best - 1 : best + 2]],
+        losses[best - 1 : best + 2],
+    )
+    if not all(math.isfinite(f) for f in (f0, f1, f2)):
+        return None
+    # Vertex of the interpolating parabola (three-point formula).
+    numerator = (x1 - x0) ** 2 * (f1 - f2) - (x1 - x2) ** 2 * (f1 - f0)
+    denominator = (x1 - x0) * (f1 - f2) - (x1 - x2) * (f1 - f0)
+    if denominator >= 0:  # flat or concave: no interior minimum
+        return None
+    return 2.0 ** (x1 - 0.5 * numerator / denominator)
+
+
 def analyse(
     records: Sequence[dict],
     *,
@@ -162,7 +185,9 @@ def analyse(
     power-of-2 grid, one step is a factor of 2); ``best_at_grid_edge`` flags an optimum on
     the grid's edge, where the true optimum may lie outside the grid. ``transfers`` needs all
     three: a shift of at most one step, a best loss that falls with size, and every optimum
-    inside the grid.
+    inside the grid. ``best_lr_interpolated`` refines each optimum with a parabola in
+    ``log2(lr)`` (:func:`interpolated_optimum`) and ``interpolated_shift_log2`` is the spread
+    of those over the sizes, in factors of 2 (``None`` where an optimum is not interior).
     """
     grids = {opt: sorted(lrs[opt] if isinstance(lrs, Mapping) else lrs) for opt in optimizers}
     table: dict[tuple[str, int, float, int], float] = {}
@@ -206,6 +231,9 @@ def analyse(
                 "best_lr": lrs[best] if best is not None else None,
                 "best_loss": means[best] if best is not None else math.inf,
                 "best_at_grid_edge": best in (0, len(lrs) - 1) if best is not None else None,
+                "best_lr_interpolated": (
+                    interpolated_optimum(lrs, means, best) if best is not None else None
+                ),
             }
         indices = [e["best_lr_index"] for e in per_size.values()]
         best_losses = [e["best_loss"] for e in per_size.values()]
@@ -213,9 +241,17 @@ def analyse(
         shift = max(indices) - min(indices) if all_found else None
         falls = all_found and all(b < a for a, b in itertools.pairwise(best_losses))
         inside = all_found and not any(e["best_at_grid_edge"] for e in per_size.values())
+        fine = [e["best_lr_interpolated"] for e in per_size.values()]
+        fine_shift = (
+            max(map(math.log2, fine)) - min(map(math.log2, fine))
+            if all(f is not None for f in fine)
+            else None
+        )
         out["optimizers"][opt] = {
             "sizes": per_size,
             "best_lrs": [e["best_lr"] for e in per_size.values()],
+            "best_lrs_interpolated": fine,
+            "interpolated_shift_log2": fine_shift,
             "best_losses": best_losses,
             "best_lr_shift_steps": shift,
             "best_loss_falls_with_size": bool(falls),
