@@ -172,6 +172,9 @@ def render_markdown(plan: LadderPlan, result: dict) -> str:
                 interval = f"[{_fmt(lo_hi[0])}, {_fmt(lo_hi[1])}]" if lo_hi else "-"
                 lines.append(f"| {name} | {_fmt(value, 6)} | {interval} |")
             lines.append("")
+            for warning in (fit.get("diagnostics") or {}).get("warnings", []):
+                lines += [f"- fit warning: {warning}"]
+            lines.append("")
 
     if "prediction" in result:
         t = result["target"]
