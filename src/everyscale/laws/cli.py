@@ -24,9 +24,25 @@ def register(subparsers) -> None:
         "L-BFGS-B from a grid of starts) and print a Markdown summary.",
     )
     p.add_argument("file", help="data: columns N, D (or C), loss; optional run, U, M, lr")
-    p.add_argument("--law", default="chinchilla", choices=sorted(LAWS))
-    p.add_argument("--huber-delta", type=float, default=1e-3)
-    p.add_argument("--loss", default="huber", choices=["huber", "lsq"])
+    p.add_argument(
+        "--law",
+        default="chinchilla",
+        choices=sorted(LAWS),
+        metavar="LAW",
+        help=f"one of {', '.join(sorted(LAWS))} (default chinchilla)",
+    )
+    p.add_argument(
+        "--huber-delta",
+        type=float,
+        default=1e-3,
+        help="Huber threshold on log residuals (default 1e-3, Hoffmann et al.)",
+    )
+    p.add_argument(
+        "--loss",
+        default="huber",
+        choices=["huber", "lsq"],
+        help="huber: on log residuals (default); lsq: least squares on the loss",
+    )
     p.add_argument(
         "--bootstrap",
         type=int,
