@@ -95,6 +95,8 @@ def test_predict_without_bootstrap_says_so(data_csv, tmp_path, capsys):
     capsys.readouterr()
     assert run_laws_cli(["predict", "--fit", str(fit_json), "--N", "1e9", "--D", "2e10"]) == 0
     assert "no interval" in capsys.readouterr().out
+    assert run_laws_cli(["fit", str(data_csv), "--start-grid", GRID, "--isoflop"]) == 0
+    assert "IsoFLOP analysis skipped" in capsys.readouterr().err  # random sizes: no budgets
     with pytest.raises(ValueError, match="give the inputs"):
         run_laws_cli(["predict", "--fit", str(fit_json)])
     assert np.isfinite(FitResult.from_json(fit_json).objective)

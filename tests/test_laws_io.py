@@ -43,6 +43,12 @@ def test_tokens_from_flops_when_d_is_absent():
     assert any("D computed as C / (6 N)" in n for n in points.notes)
 
 
+def test_a_flop_count_other_than_6nd_is_noted():
+    points = load_points([{"N": 1e8, "D": 1e9, "C": 7.2e17, "loss": 3.0}])
+    assert any("1.2-1.2 x 6 N D" in n for n in points.notes)
+    assert not load_points([{"N": 1e8, "D": 1e9, "C": 6e17, "loss": 3.0}]).notes
+
+
 def test_best_learning_rate_is_kept_and_said():
     rows = [
         {"N": 1e8, "D": 2e9, "loss": 3.3, "lr": 1e-3},

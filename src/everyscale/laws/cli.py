@@ -142,7 +142,12 @@ def _fit(args: argparse.Namespace) -> int:
     result = fit(points, args.law, bootstrap=args.bootstrap, **kwargs)
     alloc = allocate(result, args.compute) if args.compute else None
     check = extrapolation_check(points, args.holdout, args.law, **kwargs) if args.holdout else None
-    iso = isoflop(points, on_edge="drop") if args.isoflop else None
+    iso = None
+    if args.isoflop:
+        try:
+            iso = isoflop(points, on_edge="drop")
+        except ValueError as err:  # the fit stands; say why the IsoFLOP analysis does not
+            print(f"everyscale fit: IsoFLOP analysis skipped: {err}", file=sys.stderr)
     text = summary(result, allocation=alloc, extrapolation=check, iso=iso)
     print(text)
     if args.json_out:

@@ -188,6 +188,14 @@ def load_points(
         if "C" not in columns:
             columns["C"] = 6.0 * columns["N"] * columns["D"]
             notes.append("C computed as 6 N D (no C column)")
+        else:
+            # Say how the file counts FLOPs when it is not the 6 N D of the laws' allocation.
+            ratio = columns["C"] / (6.0 * columns["N"] * columns["D"])
+            if np.max(np.abs(ratio - 1.0)) > 0.01:
+                notes.append(
+                    f"the file's C is {ratio.min():.3g}-{ratio.max():.3g} x 6 N D (its own FLOP "
+                    "count); laws in C use it, allocation assumes C = 6 N D"
+                )
         if "M" not in columns:
             columns["M"] = columns["D"] / columns["N"]
     if keep_best_lr and "lr" in columns:
