@@ -35,8 +35,8 @@ def config(name: str, quick: bool) -> SweepConfig:
             optimizers=["scion", "uscion", "adamw"],
             lrs={
                 "scion": parse_lr_grid("2^-13:2^-9"),
-                "uscion": parse_lr_grid("2^-13:2^-9"),
-                "adamw": parse_lr_grid("2^-10:2^-5"),
+                "uscion": parse_lr_grid("2^-12:2^-10"),
+                "adamw": parse_lr_grid("2^-11:2^-5"),
             },
             seeds=1,
             steps=200,
@@ -66,12 +66,12 @@ def config(name: str, quick: bool) -> SweepConfig:
             widths=[32, 64, 128, 256],
             depth=3,
             optimizers=["scion", "adamw"],
-            lrs={"scion": parse_lr_grid("2^-9:2^-3"), "adamw": parse_lr_grid("2^-11:2^-4")},
+            lrs={"scion": parse_lr_grid("2^-11:2^-5"), "adamw": parse_lr_grid("2^-11:2^-4")},
             options={"scion": MLP_RADII},
             seeds=2,
-            steps=300,
+            steps=100,
             batch_size=64,
-            out="runs/transfer-mlp",
+            out="runs/transfer-mlp-100",
         )
     else:
         raise ValueError(f"sweep: choose width, depth or mlp, got {name!r}")
@@ -106,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"(adamw_shift_steps: {peer['best_lr_shift_steps']}, same run)"
             )
     print(f"sweep_wall_seconds: {time.perf_counter() - start:.0f} ({result['runs_trained']} runs)")
+    print(f"train_seconds_all_runs: {result['train_seconds_all_runs']:.0f}")
     return 0
 
 

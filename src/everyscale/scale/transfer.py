@@ -527,7 +527,14 @@ def sweep(config: SweepConfig, *, progress: bool = True) -> dict:
     result["config"] = asdict(config)
     result["runs_trained"] = trained
     result["runs_reused"] = len(grid) - trained
-    result["wall_seconds"] = time.perf_counter() - start
+    result["wall_seconds"] = time.perf_counter() - start  # this invocation only
+    # Training time of every run of the grid, reused ones included (from their summaries).
+    summaries = [config.run_dir(*key) / "summary.json" for key in grid]
+    result["train_seconds_all_runs"] = sum(
+        json.loads(path.read_text()).get("wall_seconds") or 0.0
+        for path in summaries
+        if path.exists()
+    )
     (out / "transfer.json").write_text(json.dumps(result, indent=1))
     plot_transfer(result, out / "transfer.png")
     if config.axis == "width" and config.coord_steps > 0:
