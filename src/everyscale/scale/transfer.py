@@ -395,6 +395,20 @@ class SweepConfig:
             **self.shape(size),
         )
 
+    def optimizer_factory(
+        self, optimizer: str, lr: float, proxy: Mapping[str, Sequence[int]]
+    ) -> Callable[[nn.Module], torch.optim.Optimizer]:
+        """:func:`make_optimizer_factory` with this sweep's settings, relative to ``proxy``."""
+        return make_optimizer_factory(
+            optimizer,
+            lr,
+            proxy,
+            alpha=self.alpha,
+            width_rule=self.width_rule,
+            init=self.init,
+            options=self.options.get(optimizer),
+        )
+
     def build(self, size: int, dataset) -> nn.Module:
         """The model at one size (used for the proxy's base shapes and the coordinate check)."""
         from everyscale.train.loop import build_model_for
@@ -500,17 +514,10 @@ def sweep(config: SweepConfig, *, progress: bool = True) -> dict:
         train_config = config.train_config(opt, size, lr, seed)
         loss = _read_finished(Path(train_config.out), train_config)
         if loss is None:
-            factory = make_optimizer_factory(
-                opt,
-                lr,
-                proxy,
-                alpha=config.alpha,
-                width_rule=config.width_rule,
-                init=config.init,
-                options=config.options.get(opt),
-            )
             try:
-                summary = run(train_config, optimizer_factory=factory)
+                summary = run(
+                    train_config, optimizer_factory=config.optimizer_factory(opt, lr, proxy)
+                )
                 loss = summary["final_val_loss"]
             except NonFiniteLossError:
                 loss = math.inf  # diverged: counted, never dropped
@@ -535,10 +542,8 @@ def sweep(config: SweepConfig, *, progress: bool = True) -> dict:
         for path in summaries
         if path.exists()
     )
-    (out / "transfer.json").write_text(json.dumps(result, indent=1))
-    plot_transfer(result, out / "transfer.png")
     if config.axis == "width" and config.coord_steps > 0:
-        coord = coordinate_check(config, result, dataset)
+        coord = coordinate_check(config, result, dataset, proxy)
         (out / "coord.json").write_text(
             json.dumps({opt: c.to_json() for opt, c in coord.items()}, indent=1)
         )
@@ -546,35 +551,28 @@ def sweep(config: SweepConfig, *, progress: bool = True) -> dict:
         result["coord_max_spread"] = {
             opt: c.max_spread(range(1, c.steps + 1))[0] for opt, c in coord.items()
         }
-        (out / "transfer.json").write_text(json.dumps(result, indent=1))
+    (out / "transfer.json").write_text(json.dumps(result, indent=1))
+    plot_transfer(result, out / "transfer.png")
     return result
 
 
-def coordinate_check(config: SweepConfig, result: dict, dataset) -> dict[str, CoordResult]:
+def coordinate_check(
+    config: SweepConfig, result: dict, dataset, proxy: Mapping[str, Sequence[int]]
+) -> dict[str, CoordResult]:
     """The coordinate check of each optimizer across the sweep's widths, at the best learning
     rate of the smallest width (the grid's middle if every run there diverged)."""
     generator = torch.Generator().manual_seed(0)
     batches = [
         dataset.sample_batch(config.batch_size, generator) for _ in range(config.coord_steps)
     ]
-    proxy = base_shapes(config.build(min(config.sizes), dataset))
     out = {}
     for opt in config.optimizers:
         grid = config.lrs[opt]
         lr = result["optimizers"][opt]["best_lrs"][0] or grid[len(grid) // 2]
-        factory = make_optimizer_factory(
-            opt,
-            lr,
-            proxy,
-            alpha=config.alpha,
-            width_rule=config.width_rule,
-            init=config.init,
-            options=config.options.get(opt),
-        )
         out[opt] = coord_check(
             lambda width: config.build(width, dataset),
             config.sizes,
-            factory,
+            config.optimizer_factory(opt, lr, proxy),
             batches,
             steps=config.coord_steps,
         )
