@@ -498,6 +498,15 @@ class FitResult:
         return summary(self)
 
 
+def _flops_note(points: Points) -> str:
+    """How the data count FLOPs (BRIEF §3: say how FLOPs are counted)."""
+    if "C" not in points:
+        return "none (the data have no C, nor N and D)"
+    if "C computed as 6 N D (no C column)" in points.notes:
+        return "C = 6 N D"
+    return "the data's own C column"
+
+
 def _float(value) -> float:
     """JSON null (how non-finite values are stored) back to NaN."""
     return math.nan if value is None else float(value)
@@ -663,9 +672,7 @@ def fit(
         "inputs": list(law.inputs),
         "target": law.target,
         "parameter_count": points.parameter_count(),
-        "flops": "C = 6 N D"
-        if "C computed as 6 N D (no C column)" in points.notes
-        else "from data",
+        "flops": _flops_note(points),
         "notes": list(points.notes),
         "n_runs": len(np.unique(points.run)),
         "formula": law.formula,
