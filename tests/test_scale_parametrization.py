@@ -135,6 +135,23 @@ def test_table_lists_every_parameter():
     for name, _ in target.named_parameters():
         assert name in text
     assert "residual_multiplier=0.5" in text
+    # With the optimizer: each parameter's norm, radius and (scaled) learning rate.
+    from everyscale.optim import optimizer
+
+    p = plan(target, "adamw", gpt(32, depth=2), roles=gpt_roles(target), width_rule="mup")
+    opt = p.apply(optimizer(target, "adamw", lr=0.01), target)
+    rows = {line.split()[0]: line.split() for line in p.table(opt, target).splitlines()[3:]}
+    assert rows["blocks.0.attn.q.weight"][-3:] == ["adam", "-", "0.005"]
+    assert rows["embed.weight"][-1] == "0.01"
+    scion = optimizer(target, "scion", lr=0.01)
+    rows = {
+        line.split()[0]: line.split()
+        for line in plan(target, "scion", gpt(32, depth=2), roles=gpt_roles(target))
+        .table(scion, target)
+        .splitlines()[3:]
+    }
+    assert rows["head.weight"][-3:-1] == ["sign(1/d_in)", "3000"]
+    assert rows["blocks.1.mlp.fc.weight"][-3:-1] == ["spectral", "50"]
 
 
 def test_bad_input():

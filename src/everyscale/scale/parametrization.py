@@ -50,7 +50,9 @@ WidthRule = Literal["none", "mup"]
 
 # Presets whose role norms make every parameter's update width independent by construction.
 NORM_SCALED_PRESETS = frozenset({"scion", "uscion", "clipped_scion"})
-ROLES = ("input", "hidden", "output", "vector", "tied")  # tied: one embedding/head matrix
+ROLES = ("input", "hidden", "output", "vector", "tied")
+# The optimizer steps that use a group's radius (steepest-descent "sharp" steps do not).
+RADIUS_STEPS = ("constrained", "unconstrained", "clipped")  # tied: one embedding/head matrix
 
 
 @dataclass(frozen=True)
@@ -145,23 +147,48 @@ class ScalePlan:
         optimizer.param_groups[:] = new_groups
         return optimizer
 
-    def table(self) -> str:
-        """A per-parameter table: name, shape, role, multipliers and learning-rate factor."""
+    def table(
+        self, optimizer: torch.optim.Optimizer | None = None, model: nn.Module | None = None
+    ) -> str:
+        """A per-parameter table: name, shape, role, multipliers and learning-rate factor.
+
+        Given the (planned) ``optimizer`` and its ``model``, it adds each parameter's norm,
+        radius and learning rate as the optimizer holds them.
+        """
         header = ("parameter", "shape", "role", "m_in", "m_out", "branch", "m_L", "lr factor")
+        group_of = {}
+        if optimizer is not None:
+            if model is None:
+                raise ValueError("model: give the model together with the optimizer")
+            header += ("norm", "radius", "lr")
+            name_of = {id(p): name for name, p in model.named_parameters()}
+            for group in optimizer.param_groups:
+                for p in group["params"]:
+                    group_of[name_of.get(id(p))] = group
         rows = [header]
         for p in self.params.values():
-            rows.append(
-                (
-                    p.name,
-                    "x".join(map(str, p.shape)),
-                    p.role,
-                    f"{p.fan_in_mult:g}",
-                    f"{p.fan_out_mult:g}",
-                    "yes" if p.in_residual_branch else "-",
-                    f"{p.depth_mult:g}",
-                    f"{p.lr_factor:.4g}",
-                )
+            row = (
+                p.name,
+                "x".join(map(str, p.shape)),
+                p.role,
+                f"{p.fan_in_mult:g}",
+                f"{p.fan_out_mult:g}",
+                "yes" if p.in_residual_branch else "-",
+                f"{p.depth_mult:g}",
+                f"{p.lr_factor:.4g}",
             )
+            if optimizer is not None:
+                group = group_of.get(p.name, {})
+                norm = group.get("norm", "-")
+                if hasattr(optimizer, "norm_of") and group:
+                    norm = optimizer.norm_of(group).describe()
+                radius = group.get("radius") if group.get("step") in RADIUS_STEPS else None
+                row += (
+                    str(norm),
+                    f"{radius:g}" if radius is not None else "-",
+                    f"{group['lr']:.4g}" if group else "-",
+                )
+            rows.append(row)
         widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
         lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
         lines.insert(1, "  ".join("-" * w for w in widths))
@@ -395,7 +422,7 @@ def init_(
     opt = optimizer(model, preset, lr=1e-3, **overrides)
     with torch.no_grad():
         for group in opt.param_groups:
-            if group.get("step") not in ("constrained", "unconstrained", "clipped"):
+            if group.get("step") not in RADIUS_STEPS:
                 continue
             norm = group["norm"]
             if isinstance(norm, str):
