@@ -72,7 +72,7 @@ _BUDGET_DEFAULTS: dict[str, dict] = {
     ),
     "medium": dict(
         widths=(32, 48, 64, 96),
-        tokens=(262_144, 524_288, 1_048_576),
+        tokens=(524_288, 1_048_576, 2_097_152),
         target_width=None,
         target_tokens=None,
         depth=2,
