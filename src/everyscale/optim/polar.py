@@ -230,7 +230,7 @@ def _quintic_iteration(
     denominators = norms * norm_scale + eps if norm_scale != 1.0 else norms + eps
 
     # One matrix goes through mm/addmm (what torch.optim.Muon calls, so bfloat16 results
-    # match it), a stack through bmm/baddbmm; both take out= buffers and alpha/beta.
+    # match it), a stack through bmm/baddbmm; all write into reused out= buffers.
     if count == 1:
         matmul, matmul_add = torch.mm, torch.addmm
         x_now = torch.empty((m, n), dtype=work_dtype, device=x.device)
@@ -245,15 +245,30 @@ def _quintic_iteration(
     gram = torch.empty(gram_shape, dtype=work_dtype, device=x.device)
     poly = torch.empty_like(gram)
 
+    # In half precision keep torch.optim.Muon's exact order of operations (and so its
+    # rounding): B = b A + c A^2, then X <- a X + B X. In float32/float64 fold a into the
+    # diagonal instead, M = a I + b A + c A^2, and take one plain product X <- M X: an
+    # addmm with out= first copies its input into the output, and this skips copying X.
+    muon_order = work_dtype in (torch.bfloat16, torch.float16)
     for a, b, c in schedule:
-        if tall:  # short side is n: A = X^T X and X <- a X + X (b A + c A^2)
+        if tall:  # short side is n: A = X^T X, X <- X M
             matmul(x_now.mT, x_now, out=gram)
-            matmul_add(gram, gram, gram, beta=b, alpha=c, out=poly)
-            matmul_add(x_now, x_now, poly, beta=a, out=x_next)
-        else:  # short side is m: A = X X^T and X <- a X + (b A + c A^2) X
+        else:  # short side is m: A = X X^T, X <- M X
             matmul(x_now, x_now.mT, out=gram)
+        if muon_order:
             matmul_add(gram, gram, gram, beta=b, alpha=c, out=poly)
-            matmul_add(x_now, poly, x_now, beta=a, out=x_next)
+            if tall:
+                matmul_add(x_now, x_now, poly, beta=a, out=x_next)
+            else:
+                matmul_add(x_now, poly, x_now, beta=a, out=x_next)
+        else:
+            torch.mul(gram, b, out=poly)
+            poly.diagonal(dim1=-2, dim2=-1).add_(a)
+            matmul_add(poly, gram, gram, alpha=c, out=poly)  # in place: no copy
+            if tall:
+                matmul(x_now, poly, out=x_next)
+            else:
+                matmul(poly, x_now, out=x_next)
         x_now, x_next = x_next, x_now
 
     return x_now.reshape(x.shape).to(x.dtype)
