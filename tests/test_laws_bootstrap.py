@@ -50,19 +50,20 @@ def test_bootstrap_is_seeded_and_reports_its_work():
 
 
 def test_intervals_cover_the_truth_at_about_the_nominal_rate():
-    """12 synthetic data sets (60 points, 2% noise), 80% percentile intervals, 100 resamples.
+    """20 synthetic data sets (60 points, 2% noise), 80% percentile intervals, 100 resamples.
 
-    Three quantities per data set (alpha, beta, a predicted loss 7x beyond the data) give 36
-    checks; calibrated intervals cover 80% of them (28.8, binomial sd 2.4 if independent; the
+    Three quantities per data set (alpha, beta, a predicted loss 7x beyond the data) give 60
+    checks; calibrated intervals cover 80% of them (48, binomial sd 3.1 if independent; the
     three are correlated, so the accepted band is wide: 0.6-0.97). Intervals that ignore the
-    noise would cover far less; intervals padded to be safe would cover everything.
+    noise would cover far less; intervals padded to be safe would cover everything. (On 60
+    other data sets, `benchmarks/laws_fit.py --coverage 60` measures 0.88.)
     """
     law = chinchilla()
     truth = np.array([[TRUE[p] for p in law.param_names]])
     far = {"N": np.array([7e10]), "D": np.array([1.4e12])}
     true_far = law.predict(truth, far)[0, 0]
     hits = []
-    for seed in range(12):
+    for seed in range(20):
         points = chinchilla_points(60, noise=0.02, seed=100 + seed)
         base = fit(points, start_grid=GRID)
         result = bootstrap(points, base, 100, seed=seed, level=0.8, n_check=0)
