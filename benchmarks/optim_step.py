@@ -170,14 +170,14 @@ def torch_muon_step(model: nn.Module, weight_decay: float) -> Callable[[], None]
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
-    parser.add_argument("--reps", type=int, default=15, help="timed steps for our optimizers")
+    parser.add_argument("--reps", type=int, default=10, help="timed steps for our optimizers")
     parser.add_argument(
         "--torch-muon-reps",
         type=int,
         default=2,
         help="timed torch.optim.Muon steps (each takes seconds in bfloat16; default 2)",
     )
-    parser.add_argument("--adamw-reps", type=int, default=60, help="timed AdamW step pairs")
+    parser.add_argument("--adamw-reps", type=int, default=40, help="timed AdamW step pairs")
     parser.add_argument("--mm-size", type=int, default=2048, help="side of the reference mm")
     args = parser.parse_args()
     for name in ("threads", "reps", "torch_muon_reps", "adamw_reps", "mm_size"):
