@@ -472,8 +472,8 @@ def _prepare_out(out: Path, plan: LadderPlan, resume: bool) -> None:
     if plan_path.exists():
         if not resume:
             raise ValueError(
-                f"--out: {out} already holds a ladder; pass --resume to continue it or choose "
-                f"another --out"
+                f"--out: {out} already holds a ladder; pass --resume to continue (or re-report) "
+                f"it, or choose another --out (or delete that folder)"
             )
         old = json.loads(plan_path.read_text())
         if old != json.loads(json.dumps(plan.to_json())):
