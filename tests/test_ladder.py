@@ -505,3 +505,27 @@ def test_idle_wall_estimate_packs_each_stage_onto_the_workers():
     assert idle_wall_estimate(result, 1) == pytest.approx(10.0 + 12.0 + 10.0 + 1.0)
     runs[0]["cpu_seconds"] = None  # a reused run: its CPU time is unknown
     assert idle_wall_estimate(result, 2) is None
+
+
+def test_an_interrupted_ladder_resumes_where_it_stopped(tmp_path):
+    from everyscale.ladder import run_ladder
+
+    plan = make_plan("tiny", lr_grid=(2.0**-12, 2.0**-11, 2.0**-10), bootstrap=0)
+    stop_at = plan.ladder_runs()[2].name
+
+    def interrupted(spec, plan, run_dir, resume):
+        if spec.name == stop_at:
+            raise KeyboardInterrupt  # what Ctrl-C does in the middle of a run
+        return fake_train(spec, plan, run_dir, resume)
+
+    with pytest.raises(KeyboardInterrupt):
+        run_ladder(plan, tmp_path, progress=False, workers=1, train_fn=interrupted)
+    saved = json.loads((tmp_path / "ladder.json").read_text())
+    assert saved["status"] == "interrupted" and "--resume" in saved["error"]
+    assert not (tmp_path / "prediction.json").exists()
+
+    result = run_ladder(plan, tmp_path, progress=False, workers=1, train_fn=fake_train, resume=True)
+    assert result["status"] == "done"
+    reused = {r["name"] for r in result["runs"] if r["reused"]}
+    finished_before = {s.name for s in plan.sweep_runs()} | {s.name for s in plan.ladder_runs()[:2]}
+    assert reused == finished_before

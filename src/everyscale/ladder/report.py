@@ -311,7 +311,8 @@ def plot_loss_curves(out: Path, result: dict) -> bool:
         ax.set_xlabel("tokens")
         ax.set_title(title)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=6, ncol=2)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=6, ncol=2)
     axes[0].set_ylabel("loss (nats/byte); line: train (EMA), dots: validation")
     _, top = axes[1].get_ylim()
     finals = [r["final_val_loss"] for r in runs if r.get("final_val_loss") is not None]
