@@ -68,14 +68,20 @@ def register(subparsers) -> None:
     )
     p.add_argument("--widths", help="ladder widths, comma separated (e.g. 32,48,64)")
     p.add_argument("--tokens", help="token budgets per width, comma separated (e.g. 512k,1M)")
-    p.add_argument("--target", help="held-out model: WIDTH or WIDTHxTOKENS (e.g. 128x1M)")
+    p.add_argument(
+        "--target",
+        help=(
+            "held-out model: WIDTH or WIDTHxTOKENS (e.g. 144 or 64x4M); default: the "
+            "narrowest width with 4x the parameters, at the largest budget"
+        ),
+    )
     p.add_argument("--lr-grid", help="sweep grid: 2^-8:2^-3 or a comma list")
     p.add_argument("--bootstrap", type=int, help="bootstrap resamples for the intervals")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
         "--embeddings",
         action="store_true",
-        help="count embedding parameters in N (default: without embeddings)",
+        help="count the token embedding and output head in N (default: not, as Kaplan et al. 2020)",
     )
     p.add_argument("--out", default="runs/ladder", help="output folder (default runs/ladder)")
     p.add_argument(
