@@ -1,6 +1,6 @@
 """The acceptance sweeps of issue 5: does the best learning rate transfer across width / depth?
 
-    python benchmarks/transfer_sweeps.py width   # GPT, byte-level Shakespeare, widths 16..128
+    python benchmarks/transfer_sweeps.py width   # GPT, byte-level Shakespeare, widths 16..256
     python benchmarks/transfer_sweeps.py depth   # GPT, width 32, depths 2..8, multiplier 1/L
     python benchmarks/transfer_sweeps.py mlp     # MLP on digits, widths 32..256
     python benchmarks/transfer_sweeps.py width --quick   # a minute: the same code, tiny grid
@@ -30,7 +30,7 @@ def config(name: str, quick: bool) -> SweepConfig:
         cfg = SweepConfig(
             model="gpt",
             data="shakespeare",
-            widths=[16, 32, 64, 128],
+            widths=[16, 32, 64, 128, 256],
             depth=2,
             optimizers=["scion", "uscion", "adamw"],
             lrs={
