@@ -7,6 +7,7 @@ import math
 
 import pytest
 
+from available_data import TEXT_DATA
 from everyscale.scale.plots import plot_transfer
 from everyscale.scale.transfer import (
     SweepConfig,
@@ -131,7 +132,7 @@ def test_plot_transfer_writes_a_png_even_with_diverged_points(tmp_path):
 def tiny_sweep(out) -> SweepConfig:
     return SweepConfig(
         model="gpt",
-        data="shakespeare",
+        data=TEXT_DATA,
         widths=[16, 32],
         depth=1,
         optimizers=["scion", "adamw"],
