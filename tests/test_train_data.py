@@ -65,6 +65,27 @@ def test_stdlib_corpus_is_large_and_deterministic():
     assert ds.vocab_size == 256 and ds.kind == "text" and ds.input_shape == (64,)
 
 
+def test_stdlib_corpus_skips_installed_packages_and_reads_in_path_order(tmp_path, monkeypatch):
+    from everyscale.train import data
+
+    for name, text in {
+        "b.py": "B",
+        "a/z.py": "AZ",
+        "a-b/x.py": "AB",  # "a-b" < "a/..." as strings, but "a" < "a-b" as path components
+        "a/notes.txt": "not python",
+        "site-packages/pkg/mod.py": "installed",
+        "a/dist-packages/mod.py": "installed",
+    }.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    monkeypatch.setattr(data.sysconfig, "get_paths", lambda: {"stdlib": str(tmp_path)})
+    data.stdlib_bytes.cache_clear()
+    try:
+        assert data.stdlib_bytes() == b"AZABB"
+    finally:
+        data.stdlib_bytes.cache_clear()
+
+
 def test_text_file_path_and_missing_path(tmp_path):
     path = tmp_path / "corpus.txt"
     path.write_text("hello world\n" * 200)
