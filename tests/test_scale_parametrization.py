@@ -201,3 +201,18 @@ def test_init_puts_every_parameter_on_its_ball_and_leaves_adamw_alone():
     assert all(torch.equal(before[n], p) for n, p in fresh.named_parameters())
     with pytest.raises(ValueError, match="init_radius"):
         init_(fresh, "scion", init_radius=0.0)
+
+
+@pytest.mark.filterwarnings("ignore:assign_roles")  # a Sequential has no example_input()
+def test_init_starts_biases_at_zero_and_gains_on_the_ball():
+    # BRIEF §1: zeros for biases; a bias on its RMS ball would be the radius everywhere.
+    from everyscale.scale import init_
+
+    model = torch.nn.Sequential(
+        torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.LayerNorm(16), torch.nn.Linear(16, 4)
+    )
+    init_(model, "scion", init_radius=2.0)
+    for name, p in model.named_parameters():
+        if name.endswith("bias"):
+            assert torch.count_nonzero(p) == 0, name
+    assert torch.equal(model[2].weight.detach(), torch.full((16,), 2.0))  # the LayerNorm gain

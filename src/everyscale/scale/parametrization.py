@@ -404,6 +404,8 @@ def init_(
     radius; each norm's ``init_`` then draws a point of norm exactly ``radius``: semi-orthogonal
     for Spectral (scaled ``sqrt(d_out/d_in)``), unit columns/rows for ColNorm/RowNorm, random
     signs for Sign (``1/d_in`` for the head), constant gains for RMS vectors (BRIEF §1, [S]).
+    Biases (1-d parameters named ``bias``) start at zero, inside their ball: a bias on the
+    boundary would shift every pre-activation by the radius.
     Only groups whose step uses the radius (``constrained``, ``unconstrained``, ``clipped``)
     have a ball; steepest-descent groups (``sharp``: SGD, AdamW) keep the model's own
     initialization, which is the standard parametrization.
@@ -420,6 +422,7 @@ def init_(
     from everyscale.optim import get_norm, optimizer
 
     opt = optimizer(model, preset, lr=1e-3, **overrides)
+    name_of = {id(p): name for name, p in model.named_parameters()}
     with torch.no_grad():
         for group in opt.param_groups:
             if group.get("step") not in RADIUS_STEPS:
@@ -428,5 +431,8 @@ def init_(
             if isinstance(norm, str):
                 norm = get_norm(norm, **group.get("norm_kwargs", {}))
             for p in group["params"]:
-                norm.init_(p, group["radius"] if init_radius is None else init_radius)
+                if p.ndim == 1 and name_of.get(id(p), "").rpartition(".")[2] == "bias":
+                    p.zero_()
+                else:
+                    norm.init_(p, group["radius"] if init_radius is None else init_radius)
     return model
