@@ -5,42 +5,83 @@ each parameter's norm, radius and step. The presets accept the keyword names of 
 ``torch.optim`` counterparts (``momentum``, ``dampening``, ``nesterov``, ``betas``, ``eps``,
 ``weight_decay``, ``ns_steps``, ``adjust_lr_fn``), so switching is a one-word change.
 
-=================  ==========================================================================
-preset             setting of the template
-=================  ==========================================================================
-``sgd``            identity sharp operator, heavy-ball momentum, L2 decay (= torch.optim.SGD;
-                   ``decoupled_weight_decay=True`` for decoupled decay)
-``normalized_sgd`` Euclidean LMO, EMA momentum 0.9, unconstrained: ``W -= lr d / ||d||_F``
-``signsgd``        Sign LMO, no momentum: ``W -= lr sign(g)`` (Bernstein et al. 2018)
-``signum``         Sign LMO, EMA momentum 0.9: ``W -= lr sign(d)`` (Bernstein et al. 2018)
-``lion``           ``W <- (1 - lr wd) W - lr sign(beta1 m + (1 - beta1) g)``, then
-                   ``m <- beta2 m + (1 - beta2) g`` (Chen et al. 2023), betas (0.9, 0.99)
-``adamw``          diagonal adaptive geometry, decoupled decay (= torch.optim.AdamW)
-``muon``           hidden matrices: Spectral LMO by Newton-Schulz, Nesterov EMA 0.95, lr scaled
-                   ``max(1, sqrt(A/B))`` (``adjust_lr_fn="original"``) or ``0.2 sqrt(max(A, B))``
-                   (``"match_rms_adamw"``), decoupled decay with the unscaled lr
-                   (= torch.optim.Muon, Jordan et al. 2024); every other parameter (vectors,
-                   kernels, and by default the embedding and head) goes to a second preset,
-                   ``rest="adamw"``, with ``rest_lr`` (default ``lr``)
-``scion``          every parameter gets its role's norm and radius [S, Rec. 3.1], constrained
-``uscion``         the same, unconstrained
-``clipped_scion``  the same, clipped [G]
-=================  ==========================================================================
+The update of each preset, for a parameter ``W`` with gradient ``g``, learning rate ``lr``,
+weight decay ``wd`` and momentum buffer ``d`` (zero at the start unless said otherwise):
+
+``sgd`` (= torch.optim.SGD)
+    ``b <- mu b + (1 - dampening) g'`` with ``g' = g + wd W`` (``b_1 = g'_1``);
+    ``W <- W - lr b``, Nesterov ``W <- W - lr (g' + mu b)``. ``decoupled_weight_decay=True``
+    uses ``g' = g`` and ``W <- (1 - lr wd) W - lr b`` instead.
+``normalized_sgd``
+    ``d <- beta d + (1 - beta) g`` (beta 0.9); ``W <- (1 - lr wd) W - lr d / ||d||_F``.
+``signsgd`` (Bernstein et al. 2018)
+    ``W <- (1 - lr wd) W - lr sign(g)``.
+``signum`` (Bernstein et al. 2018)
+    ``d <- beta d + (1 - beta) g`` (beta 0.9); ``W <- (1 - lr wd) W - lr sign(d)``.
+``lion`` (Chen et al. 2023), betas (0.9, 0.99)
+    ``W <- (1 - lr wd) W - lr sign(beta1 m + (1 - beta1) g)``, then
+    ``m <- beta2 m + (1 - beta2) g``.
+``adamw`` (= torch.optim.AdamW; Kingma & Ba 2015, Loshchilov & Hutter 2019)
+    ``m <- beta1 m + (1 - beta1) g``, ``v <- beta2 v + (1 - beta2) g^2``;
+    ``W <- (1 - lr wd) W - lr m_hat / (sqrt(v_hat) + eps)`` with ``m_hat = m / (1 - beta1^t)``,
+    ``v_hat = v / (1 - beta2^t)``: steepest descent in the diagonal geometry ``sqrt(v_hat)``.
+``muon`` (= torch.optim.Muon on its matrices; Jordan et al. 2024)
+    2-D hidden matrices (``d_out x d_in``): ``d <- beta d + (1 - beta) g`` (beta 0.95),
+    Nesterov ``u = (1 - beta) g + beta d``; ``W <- (1 - lr wd) W - lr a NS(u)`` where
+    ``NS(u) ~ U V^T`` is the polar factor of ``u = U S V^T`` by 5 Newton-Schulz steps, and
+    ``a = max(1, sqrt(d_out/d_in))`` (``adjust_lr_fn=None`` or ``"original"``) or
+    ``a = 0.2 sqrt(max(d_out, d_in))`` (``"match_rms_adamw"``, Liu et al. 2025); the decay
+    uses the unscaled ``lr``. **Every other parameter** (embedding, head, norm gains,
+    biases, conv kernels; ``spectral_for="all"`` keeps embedding and head on the Spectral
+    LMO) goes to a second, elementwise preset, ``rest="adamw"`` by default, at ``rest_lr``
+    (default: the same ``lr``; set it, e.g. ``rest_lr=1e-3``, when ``lr`` suits Muon but not
+    AdamW) with ``rest_weight_decay`` (default ``weight_decay``); ``betas`` and ``eps`` go to
+    that preset. No parameter is dropped; ``describe`` shows which geometry each one gets.
+``scion`` (constrained, SCG [S])
+    every parameter gets its role's norm ``||.||`` and radius ``rho`` (below);
+    ``d <- beta d + (1 - beta) g`` (beta 0.9); ``W <- (1 - lr) W + lr rho lmo(d)``, with
+    ``lmo(d) = argmin_{||x|| <= 1} <d, x>``; keeps ``||W|| <= rho``.
+``uscion`` (unconstrained, uSCG [S])
+    the same norms and momentum; ``W <- (1 - lr wd) W + lr rho lmo(d)``.
+``clipped_scion`` (clipped, [G])
+    the same norms and momentum; ``W <- (1 - lr wd) W + lr min(rho, ||d||_*) lmo(d)`` with
+    ``||d||_* = -<d, lmo(d)>``: steepest descent ``W - lr d#`` while ``||d||_* <= rho``,
+    ``uscion`` above it.
 
 Scion's role norms [S, Rec. 3.1]: input = ColNorm on the transposed ``(vocab, d)`` storage for
 an ``nn.Embedding``, ``spectral(max1)`` for a linear input layer, ``spectral_conv`` for a conv
 input; hidden = Spectral (``spectral_conv`` for kernels); output and tied = Sign scaled
 ``1/d_in``; vectors = RMS. Radii default to the values of the Scion repository's nanoGPT
 configuration (github.com/LIONS-EPFL/scion, README and ``examples/modded-nanogpt``; [S] App. E.3):
-``radius=50`` for hidden (and input, vector) layers, ``output_radius = 60 * radius = 3000`` for
-the Sign head, EMA momentum 0.9 (their ``momentum=0.1`` is ``1 - beta``), learning rate
-``2**-12`` with the constrained step. Those radii were tuned for GPT-2 small; tune ``radius``
-and ``output_radius`` on a small proxy for other models (the repository's MLP uses radius 1 and
-an output radius ``2**10``, its CNN 8 and ``16 * 8``).
+``radius=50`` for hidden (and, our choice, input and vector) layers,
+``output_radius = 60 * radius = 3000`` for the Sign head, EMA momentum 0.9 (their
+``momentum=0.1`` is ``1 - beta``), learning rate ``2**-12`` with the constrained step. Those
+radii were tuned for GPT-2 small; tune ``radius`` and ``output_radius`` on a small proxy for
+other models (the repository's MLP uses radius 1 and an output radius ``2**10``, its CNN 8 and
+``16 * 8``).
+
+Learning rate and radius in the Scion family. An LMO step has a fixed length whatever the
+size of the gradient: each step moves ``W`` by ``lr * rho`` in its own norm (the hidden
+layers' RMS -> RMS operator norm; ``lr * rho / d_in`` per entry of the Sign head), and the
+constrained step pulls ``W`` toward the sphere of radius ``rho`` at rate ``lr``. The step
+size is the product ``lr * rho``, so the learning rate that works scales as ``1 / rho``:
+with the default radii (50, head 3000) use ``lr`` in ``2**-13 .. 2**-10`` (``lr * rho``
+about 0.006 to 0.05). Measured on the everyscale GPT (byte-level Shakespeare, 200 steps,
+started on the balls at radius 1; docs/transfer.md): the best lr is ``2**-11`` at every
+width from 16 to 256, ``2**-9`` is clearly worse, and ``2**-6 .. 2**-4`` (``lr * rho`` 0.8
+to 3) diverges at width 16. Learning rates that suit Adam or Muon (1e-3 to 2e-2) are 4 to 80
+times too large here. With ``radius=1`` multiply the lr by about 50.
+
+The radii bound how large the weights may *grow*; they are not a starting size. Starting
+*on* the balls of radius 50 / 3000 puts norm gains at 50 and logits near 1e4, and a small
+GPT then does not train at any lr (docs/transfer.md). Keep the model's own initialization or
+start on the balls at radius 1 (``everyscale.scale.init_(model, "scion", init_radius=1.0)``),
+as Scion's reference code does.
 
 References: [S] Pethick et al., ICML 2025 (arXiv 2502.07529); [G] Pethick et al. 2025 (arXiv
 2506.01913); Jordan et al. 2024 (Muon); Liu et al. 2025, *Muon is Scalable for LLM Training*;
-Chen et al. 2023 (Lion); Bernstein et al. 2018 (signSGD, Signum); Loshchilov & Hutter 2019.
+Chen et al. 2023 (Lion); Bernstein et al. 2018 (signSGD, Signum); Kingma & Ba 2015 (Adam);
+Loshchilov & Hutter 2019 (AdamW).
 """
 
 from __future__ import annotations
@@ -59,7 +100,10 @@ from everyscale.optim.roles import Role, assign_roles
 
 __all__ = ["DEFAULT_LR", "PRESETS", "describe", "describe_optimizer", "optimizer"]
 
-#: default learning rate of each preset (used when ``lr`` is not given)
+#: default learning rate of each preset (used when ``lr`` is not given). The Scion family's
+#: ``2**-12`` goes with its default radii (50, head 3000): the step is ``lr * radius`` in each
+#: layer's norm, so ``2**-13 .. 2**-10`` works and the lr scales as ``1 / radius`` (module
+#: docstring, "Learning rate and radius").
 DEFAULT_LR: dict[str, float] = {
     "sgd": 1e-2,
     "normalized_sgd": 1e-2,
@@ -317,7 +361,9 @@ def optimizer(
             ``vector`` and the rest ``hidden``; a dict's other keys override the preset for
             that group, e.g. ``{"params": ..., "lr": 0.1}``).
         preset: one of ``PRESETS``.
-        lr: the learning rate; ``None`` takes ``DEFAULT_LR[preset]``.
+        lr: the learning rate; ``None`` takes ``DEFAULT_LR[preset]``. For ``scion``,
+            ``uscion`` and ``clipped_scion`` the step is ``lr * radius``: with the default
+            radius 50 use ``2**-13 .. 2**-10``, not an Adam-sized lr (module docstring).
         **overrides: the preset's options (torch.optim names), plus ``foreach``,
             ``nonfinite`` (``"raise"``, ``"skip"``, ``"ignore"``), ``example_input`` and
             ``roles`` (``{pattern: role}`` for ``assign_roles``).
