@@ -1,8 +1,8 @@
 """The optimizer template (issue 2): geometries, the optimizer, roles and presets.
 
     import everyscale
-    opt = everyscale.optimizer(model, "scion", lr=2**-12)
-    print(everyscale.describe(model, "scion"))
+    opt = everyscale.optimizer(model, "scion", lr=2**-12)  # lr * radius 50 is the step
+    everyscale.describe(model, "scion")  # prints (and returns) the per-parameter table
 
 - ``norms``: one class per geometry (``get_norm(name)``), each with ``lmo``, ``dual_norm``,
   ``norm``, ``init_``.
