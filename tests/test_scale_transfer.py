@@ -181,7 +181,15 @@ def test_tiny_sweep_end_to_end_and_resume(tmp_path):
     assert entry["mean_loss"][0] == math.inf and entry["diverged_runs"] == 1
     assert entry["best_lr"] == 2**-7
 
-    # Other settings in the same directory are refused rather than silently reused.
+    # Other settings in the same directory are refused rather than silently reused: those a
+    # run's config.json records, and the sweep's own (initialization, width rule, alpha).
+    config.width_rule = "mup"
+    with pytest.raises(ValueError, match="width_rule='none'"):
+        sweep(config, progress=False)
+    config.width_rule, config.init = "none", "default"
+    with pytest.raises(ValueError, match=r"init=1\.0"):
+        sweep(config, progress=False)
+    config.init = 1.0
     config.steps = 4
     with pytest.raises(ValueError, match="other settings"):
         sweep(config, progress=False)

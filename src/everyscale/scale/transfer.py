@@ -479,13 +479,35 @@ def _read_finished(run_dir: Path, config) -> float | None:
     return float(loss) if loss is not None and math.isfinite(loss) else math.inf
 
 
+def _check_sweep_settings(config: SweepConfig, out: Path) -> None:
+    """Refuse to reuse runs trained under other sweep-level settings.
+
+    ``init``, ``width_rule`` and ``alpha`` change how a run is initialized and which learning
+    rate each parameter gets, but a run's own ``config.json`` does not record them; they are
+    kept in ``sweep.json`` beside the runs and must match on resume.
+    """
+    settings = {"init": config.init, "width_rule": config.width_rule, "alpha": config.alpha}
+    path = out / "sweep.json"
+    if path.exists() and (out / "runs").exists():
+        stored = json.loads(path.read_text())
+        changed = sorted(k for k, v in settings.items() if stored.get(k) != v)
+        if changed:
+            was = ", ".join(f"{k}={stored.get(k)!r}" for k in changed)
+            raise ValueError(
+                f"out: the runs in {out} were trained with {was}; use a new --out or the "
+                "settings they were trained with"
+            )
+    path.write_text(json.dumps(settings))
+
+
 def sweep(config: SweepConfig, *, progress: bool = True) -> dict:
     """Train the grid (optimizers x sizes x learning rates x seeds), resumably, and analyse it.
 
     Finished runs (a ``summary.json`` saying completed or diverged) are read back, not
     retrained; interrupted ones resume from their checkpoint. Writes under ``config.out``:
     ``transfer.json`` (:func:`analyse` plus the sweep's settings and time), ``transfer.png``,
-    and for width sweeps ``coord.json`` / ``coord.png`` (:func:`coordinate_check`).
+    and for width sweeps ``coord.json`` / ``coord.png`` (:func:`coordinate_check`), and
+    ``sweep.json`` (the settings a resume must match, :func:`_check_sweep_settings`).
     """
     from tqdm.auto import tqdm
 
@@ -494,6 +516,7 @@ def sweep(config: SweepConfig, *, progress: bool = True) -> dict:
     config.validate()
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
+    _check_sweep_settings(config, out)
     dataset = load_dataset(
         config.data,
         context=config.context if config.model == "gpt" else None,
