@@ -21,31 +21,82 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=(
             "Train the grid optimizers x sizes x learning rates x seeds (resumable: finished "
             "runs are read back), then write transfer.json, transfer.png and, for widths, "
-            "the coordinate check coord.json/coord.png under --out."
+            "the coordinate check coord.json/coord.png under --out. The smallest size is the "
+            "proxy; a parametrization transfers when the best learning rate moves at most one "
+            "grid step across the sizes and the best loss falls with size."
+        ),
+        epilog=(
+            "example: everyscale transfer --model gpt --data shakespeare --widths 64,128,256 "
+            "--optimizers scion,adamw --lr-grid scion=2^-13:2^-9 --lr-grid adamw=2^-11:2^-5 "
+            "--steps 200 --out runs/transfer-width"
         ),
     )
     defaults = SweepConfig()
     p.add_argument("--model", default=defaults.model, help="gpt, mlp or cnn (default gpt)")
-    p.add_argument("--data", default=defaults.data, help="dataset name or path")
-    p.add_argument("--widths", default="64,128,256,512", help="comma list, e.g. 64,128,256,512")
-    p.add_argument("--depths", default=None, help="comma list: sweep depth at fixed --width")
-    p.add_argument("--width", type=int, default=defaults.width, help="width of a depth sweep")
-    p.add_argument("--depth", type=int, default=defaults.depth, help="depth of a width sweep")
-    p.add_argument("--optimizers", default="scion,adamw", help="comma list of presets")
+    p.add_argument(
+        "--data", default=defaults.data, help="dataset name or path (default %(default)s)"
+    )
+    p.add_argument(
+        "--widths",
+        default="64,128,256,512",
+        help="comma list of widths to sweep (default %(default)s)",
+    )
+    p.add_argument(
+        "--depths",
+        default=None,
+        help="comma list of depths: sweep depth at fixed --width instead of width",
+    )
+    p.add_argument(
+        "--width",
+        type=int,
+        default=defaults.width,
+        help="width of a depth sweep (default %(default)s)",
+    )
+    p.add_argument(
+        "--depth",
+        type=int,
+        default=defaults.depth,
+        help="depth of a width sweep (default %(default)s)",
+    )
+    p.add_argument(
+        "--optimizers", default="scion,adamw", help="comma list of presets (default %(default)s)"
+    )
     p.add_argument(
         "--lr-grid",
         action="append",
         help="GRID or PRESET=GRID (repeatable), GRID like 2^-14:2^-1, 2^-10:2^-2:2 or "
         "0.001,0.01 (default 2^-14:2^-1)",
     )
-    p.add_argument("--seeds", type=int, default=defaults.seeds, help="seeds per grid point")
-    p.add_argument("--steps", type=int, default=defaults.steps)
-    p.add_argument("--batch-size", type=int, default=defaults.batch_size)
-    p.add_argument("--context", type=int, default=defaults.context)
-    p.add_argument("--heads", type=int, default=None, help="fixed GPT heads (default width/16)")
-    p.add_argument("--head-dim", type=int, default=defaults.head_dim)
     p.add_argument(
-        "--alpha", type=float, default=defaults.alpha, help="residual exponent: 1 or 0.5"
+        "--seeds",
+        type=int,
+        default=defaults.seeds,
+        help="seeds per grid point (default %(default)s)",
+    )
+    p.add_argument(
+        "--steps", type=int, default=defaults.steps, help="steps per run (default %(default)s)"
+    )
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=defaults.batch_size,
+        help="examples per step (default %(default)s)",
+    )
+    p.add_argument(
+        "--context", type=int, default=defaults.context, help="GPT context (default %(default)s)"
+    )
+    p.add_argument("--heads", type=int, default=None, help="fixed GPT heads (default width/16)")
+    p.add_argument(
+        "--head-dim",
+        type=int,
+        default=defaults.head_dim,
+        help="GPT head dimension when --heads is not given (default %(default)s)",
+    )
+    p.add_argument(
+        "--alpha",
+        type=float,
+        default=defaults.alpha,
+        help="residual branches scaled (L/L_min)^-alpha: 1 (CompleteP, default) or 0.5 (depth-muP)",
     )
     p.add_argument(
         "--width-rule",
@@ -59,10 +110,29 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="RADIUS (default 1): on each role's norm ball at that radius; preset: at the "
         "preset's radii; default: the model's own initialization (AdamW/SGD always keep it)",
     )
-    p.add_argument("--schedule", default=defaults.schedule)
-    p.add_argument("--val-windows", type=int, default=defaults.val_windows)
-    p.add_argument("--coord-steps", type=int, default=defaults.coord_steps)
-    p.add_argument("--threads", type=int, default=defaults.threads, help="torch threads per run")
+    p.add_argument(
+        "--schedule",
+        default=defaults.schedule,
+        help="constant, linear, cosine or wsd (default %(default)s)",
+    )
+    p.add_argument(
+        "--val-windows",
+        type=int,
+        default=defaults.val_windows,
+        help="validation windows for the final loss (default %(default)s)",
+    )
+    p.add_argument(
+        "--coord-steps",
+        type=int,
+        default=defaults.coord_steps,
+        help="steps of the coordinate check, 0 skips it (default %(default)s)",
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=defaults.threads,
+        help="torch threads per run (default %(default)s)",
+    )
     p.add_argument(
         "--option",
         action="append",
@@ -150,7 +220,7 @@ def report(result: dict) -> str:
         )
     for opt, spread in result.get("coord_max_spread", {}).items():
         lines.append(
-            f"coordinate check {opt}: max spread across widths after step 1: {spread:.3f}x"
+            f"coordinate check {opt}: largest spread across widths after steps 1+: {spread:.3f}x"
         )
     return "\n".join(lines)
 
