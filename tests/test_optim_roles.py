@@ -257,3 +257,16 @@ def test_reused_embedding_is_tied_and_single_layer_is_input():
     assert roles == {"embed.weight": Role.TIED, "mix.weight": Role.HIDDEN, "mix.bias": Role.VECTOR}
     single = assign_roles(nn.Linear(3, 2), example_input=torch.randn(1, 3))
     assert single == {"weight": Role.INPUT, "bias": Role.VECTOR}
+
+
+def test_describe_notes_say_how_to_read_the_table(capsys):
+    scion = everyscale.describe(_gpt(), "scion")
+    assert "2^-12" in scion.splitlines()[2]  # the default lr, written as a power of two
+    assert "lr * radius" in scion and "2^-13..2^-10" in scion
+    # _gpt(): 2 blocks of 6 hidden matrices; embedding, head and 5 gains go to AdamW
+    muon = everyscale.describe(_gpt(), "muon", lr=0.02, rest_lr=1e-3)
+    notes = " ".join(muon.split())
+    assert "muon: 12 matrices take the Spectral LMO" in notes
+    assert "the other 7 tensors (1 input, 5 vector, 1 output) take the adamw preset" in notes
+    assert "at lr 0.001 (rest_lr)" in notes
+    capsys.readouterr()

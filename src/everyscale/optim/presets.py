@@ -87,7 +87,9 @@ Loshchilov & Hutter 2019 (AdamW).
 from __future__ import annotations
 
 import math
+import textwrap
 import warnings
+from collections import defaultdict
 from collections.abc import Iterable
 from typing import Any
 
@@ -414,6 +416,12 @@ def _effective_lr(group: dict[str, Any], opt: NormOptimizer, shape: torch.Size) 
     return group["lr"] * group["radius"] * opt.norm_of(group).scale(shape)
 
 
+def _lr_label(lr: float) -> str:
+    """``2^-12`` for a power of two (how the Scion family's rates are written), else ``.4g``."""
+    exponent = math.log2(lr) if lr > 0 else 0.5
+    return f"2^{exponent:.0f}" if exponent == int(exponent) else f"{lr:.4g}"
+
+
 def describe_optimizer(opt: NormOptimizer, order: list[str] | None = None) -> str:
     """The table of a ``NormOptimizer``: one row per parameter (in ``order`` if given)."""
     header = ("name", "shape", "role", "norm", "radius", "step", "lr", "effective lr")
@@ -434,7 +442,7 @@ def describe_optimizer(opt: NormOptimizer, order: list[str] | None = None) -> st
                 norm.describe(),
                 radius,
                 group["step"],
-                f"{group['lr']:.4g}",
+                _lr_label(group["lr"]),
                 f"{_effective_lr(group, opt, p.shape):.4g}",
             ))  # fmt: skip
     if order is not None:
@@ -451,16 +459,53 @@ def describe_optimizer(opt: NormOptimizer, order: list[str] | None = None) -> st
     return "\n".join(lines)
 
 
+def _describe_notes(opt: NormOptimizer, preset: str, overrides: dict[str, Any]) -> list[str]:
+    """The lines under ``describe``'s table: how to read the effective lr, where params go."""
+    notes = []
+    if any(g["step"] != "sharp" for g in opt.param_groups):
+        notes.append(
+            "effective lr = lr * radius * s (just lr for sharp steps), s the norm's shape "
+            "factor (e.g. sqrt(d_out/d_in) for spectral, 1/d_in for sign(1/d_in)): each step "
+            "moves a parameter by lr * radius in its own norm"
+        )
+    if preset in _SCION_STEP:
+        notes.append(
+            f"{preset}: as the step is lr * radius, the lr that works scales as 1/radius; with "
+            "radius 50 (head 3000) use lr 2^-13..2^-10, not an Adam-sized lr"
+        )
+    if preset == "muon":
+        on_lmo, roles, rest_lrs = 0, defaultdict(int), set()
+        for group in opt.param_groups:
+            if opt.norm_of(group).name == "spectral":
+                on_lmo += len(group["params"])
+            else:
+                roles[group["role"]] += len(group["params"])
+                rest_lrs.add(_lr_label(group["lr"]))
+        line = f"muon: {on_lmo} matrices take the Spectral LMO"
+        if roles:
+            counts = ", ".join(f"{n} {role}" for role, n in roles.items())
+            line += (
+                f"; the other {sum(roles.values())} tensors ({counts}) take the "
+                f"{overrides.get('rest', 'adamw')} preset at lr {', '.join(sorted(rest_lrs))} "
+                "(rest_lr)"
+            )
+        notes.append(line)
+    return [textwrap.fill(note, width=92, subsequent_indent="  ") for note in notes]
+
+
 def describe(model: nn.Module, preset: str, **overrides: Any) -> str:
     """Print and return the table of what ``preset`` does with each parameter of ``model``.
 
     Columns: name, shape, role, norm, radius, step, lr and the effective lr (the scalar that
     multiplies the unit update: ``lr * radius * s`` with ``s`` the norm's shape factor, e.g.
     ``sqrt(d_out/d_in)`` for Spectral, ``1/d_in`` for the Sign head). ``lr`` may be among
-    ``overrides``; it defaults to ``DEFAULT_LR[preset]``.
+    ``overrides``; it defaults to ``DEFAULT_LR[preset]``. Notes under the table say how to
+    read the effective lr, the lr range of the Scion family and, for ``muon``, which preset
+    takes the parameters that are not 2-D hidden matrices.
     """
     lr = overrides.pop("lr", None)
     opt = optimizer(model, preset, lr, **overrides)
     table = describe_optimizer(opt, order=[name for name, _ in model.named_parameters()])
-    print(f"preset {preset}\n{table}")
-    return table
+    text = "\n".join([table, *_describe_notes(opt, preset, overrides)])
+    print(f"preset {preset}\n{text}")
+    return text
