@@ -91,8 +91,11 @@ def test_cli_bad_input_is_one_line_and_exit_2(tmp_path, capsys):
 
 def test_predict_without_bootstrap_says_so(data_csv, tmp_path, capsys):
     fit_json = tmp_path / "fit.json"
-    assert run_laws_cli(["fit", str(data_csv), "--start-grid", GRID, "--json", str(fit_json)]) == 0
+    argv = ["fit", str(data_csv), "--start-grid", GRID, "--optimizer", "lbfgsb", "--json",
+            str(fit_json)]  # fmt: skip
+    assert run_laws_cli(argv) == 0
     capsys.readouterr()
+    assert FitResult.from_json(fit_json).diagnostics["optimizer"].startswith("L-BFGS-B")
     assert run_laws_cli(["predict", "--fit", str(fit_json), "--N", "1e9", "--D", "2e10"]) == 0
     assert "no interval" in capsys.readouterr().out
     assert run_laws_cli(["fit", str(data_csv), "--start-grid", GRID, "--isoflop"]) == 0

@@ -20,8 +20,11 @@ def register(subparsers) -> None:
     p = subparsers.add_parser(
         "fit",
         help="fit a scaling law to a CSV / JSON lines / Parquet file of runs",
-        description="Fit a scaling law by the Chinchilla procedure (Huber on log residuals, "
-        "L-BFGS-B from a grid of starts) and print a Markdown summary.",
+        description="Fit a scaling law by the Chinchilla procedure (Huber on log residuals "
+        "summed over points, every start of a grid optimized, the best kept) and print a "
+        "Markdown summary. By default all starts run at once by a vectorized "
+        "Levenberg-Marquardt/IRLS and the best end points are polished by L-BFGS-B with "
+        "analytic gradients; --optimizer lbfgsb runs L-BFGS-B from every start instead.",
     )
     p.add_argument("file", help="data: columns N, D (or C), loss; optional run, U, M, lr")
     p.add_argument(
@@ -42,6 +45,13 @@ def register(subparsers) -> None:
         default="huber",
         choices=["huber", "lsq"],
         help="huber: on log residuals (default); lsq: least squares on the loss",
+    )
+    p.add_argument(
+        "--optimizer",
+        default="lm",
+        choices=["lm", "lbfgsb"],
+        help="lm: all starts at once by vectorized Levenberg-Marquardt/IRLS, the best polished "
+        "by L-BFGS-B (default, fast); lbfgsb: L-BFGS-B from every start, as published (slower)",
     )
     p.add_argument(
         "--bootstrap",
@@ -136,7 +146,8 @@ def _fit(args: argparse.Namespace) -> int:
     if options and args.law != "downstream_sigmoid":
         raise ValueError("--chance-error applies only to --law downstream_sigmoid")
     kwargs = dict(huber_delta=args.huber_delta, loss=args.loss, seed=args.seed, level=args.level,
-                  law_options=options, start_grid=args.start_grid)  # fmt: skip
+                  law_options=options, start_grid=args.start_grid,
+                  optimizer=args.optimizer)  # fmt: skip
     if args.bootstrap:
         print(f"fitting, then {args.bootstrap} bootstrap resamples...", file=sys.stderr)
     result = fit(points, args.law, bootstrap=args.bootstrap, **kwargs)
