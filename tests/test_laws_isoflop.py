@@ -61,8 +61,26 @@ def test_extrapolation_check_predicts_held_out_large_runs():
     check = extrapolation_check(points, holdout=2, start_grid=grid, bootstrap=50)
     assert check.fit.n_points == 48
     assert sorted(r["N"] for r in check.held_out) == [3e9, 5e9]
+    assert len(check.held_out_runs) == 2
     # With 0.3% noise the extrapolated loss is within 1.5% (true law; measured ~0.3%).
     assert check.max_abs_rel_error < 0.015
     assert check.coverage is not None and 0.0 <= check.coverage <= 1.0
     with pytest.raises(ValueError, match="holdout must be an integer"):
         extrapolation_check(points, holdout=0)
+
+
+def test_extrapolation_check_holds_out_whole_runs():
+    """Three checkpoints per run: holding out the largest run drops its three points, and the
+    summary counts one run, not three."""
+    from everyscale.laws.report import summary
+
+    N = np.repeat(np.geomspace(1e7, 2e9, 8), 3)
+    D = N * np.tile([10.0, 20.0, 40.0], 8)
+    run = np.repeat([f"r{i}" for i in range(8)], 3)
+    params = chinchilla_params(**BESIROGLU)
+    points = sample_law("chinchilla", params, {"N": N, "D": D}, noise=0.003, run=run)
+    grid = {"a": [6.0], "b": [7.5], "e": [0.6], "alpha": [0.35], "beta": [0.35]}
+    check = extrapolation_check(points, holdout=1, start_grid=grid)
+    assert check.held_out_runs == ["r7"] and len(check.held_out) == 3
+    assert check.fit.n_points == 21
+    assert "without the 1 largest runs (3 points)" in summary(check.fit, extrapolation=check)

@@ -131,10 +131,14 @@ def isoflop(
 
 @dataclass
 class ExtrapolationCheck:
-    """Relative errors of a law fitted without the largest runs, on those runs."""
+    """Relative errors of a law fitted without the largest runs, on those runs.
+
+    `held_out` has one row per held-out point; `held_out_runs` names the runs they belong to.
+    """
 
     fit: FitResult
     held_out: list[dict]
+    held_out_runs: list[str]
     mean_abs_rel_error: float
     max_abs_rel_error: float
     coverage: float | None = None
@@ -142,6 +146,7 @@ class ExtrapolationCheck:
     def to_dict(self) -> dict:
         return {
             "held_out": self.held_out,
+            "held_out_runs": self.held_out_runs,
             "mean_abs_rel_error": self.mean_abs_rel_error,
             "max_abs_rel_error": self.max_abs_rel_error,
             "coverage": self.coverage,
@@ -192,6 +197,7 @@ def extrapolation_check(
     return ExtrapolationCheck(
         fit=result,
         held_out=rows,
+        held_out_runs=[str(r) for r in runs[np.sort(held_runs)]],
         mean_abs_rel_error=float(np.mean(np.abs(rel))),
         max_abs_rel_error=float(np.max(np.abs(rel))),
         coverage=coverage,

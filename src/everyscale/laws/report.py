@@ -91,7 +91,8 @@ def summary(
             "",
             "## Extrapolation check",
             "",
-            f"Fitted without the {len(e.held_out)} largest runs; relative error on them: mean "
+            f"Fitted without the {len(e.held_out_runs)} largest runs ({len(e.held_out)} "
+            f"points); relative error on them: mean "
             f"{e.mean_abs_rel_error:.3%}, max {e.max_abs_rel_error:.3%}"
             + ("" if e.coverage is None else f"; interval coverage {e.coverage:.0%}"),
         ]
