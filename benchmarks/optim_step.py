@@ -23,9 +23,17 @@ both sides alike:
     our ``adamw`` preset over ``torch.optim.AdamW(foreach=True)``, steps interleaved so that
     drifting load hits both. Target: <= 1.1.
 
-Run (about 1-2 minutes on a quiet 2-core machine, most of it in torch's bfloat16 Muon):
+Run:
 
     .venv/bin/python benchmarks/optim_step.py
+
+Most of the run time is torch's three bfloat16 Muon steps (12-17 s each on an idle 2-core
+machine, so about a minute in all). On a machine shared with other processes everything
+slows down, and unevenly: a two-thread OpenMP region stalls whenever one of its threads is
+descheduled, so many small products (one 256 x 256 matrix at a time) suffer far more than a
+few large ones. ``ns_efficiency`` then falls well below its idle-machine value; the
+``foreach=True`` line (same-shape matrices in one batched call) shows how much batching
+recovers. The load average is printed at the end for that reason.
 """
 
 from __future__ import annotations
