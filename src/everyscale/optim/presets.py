@@ -61,10 +61,11 @@ other models (the repository's MLP uses radius 1 and an output radius ``2**10``,
 ``16 * 8``).
 
 Learning rate and radius in the Scion family. An LMO step has a fixed length whatever the
-size of the gradient: each step moves ``W`` by ``lr * rho`` in its own norm (the hidden
-layers' RMS -> RMS operator norm; ``lr * rho / d_in`` per entry of the Sign head), and the
-constrained step pulls ``W`` toward the sphere of radius ``rho`` at rate ``lr``. The step
-size is the product ``lr * rho``, so the learning rate that works scales as ``1 / rho``:
+size of the gradient: each step adds ``lr * rho * lmo(d)``, of length ``lr * rho`` in the
+parameter's own norm (the hidden layers' RMS -> RMS operator norm; ``lr * rho / d_in`` per
+entry of the Sign head), and the constrained step pulls ``W`` toward the sphere of radius
+``rho`` at rate ``lr``. The step size is the product ``lr * rho``, so the learning rate that
+works scales as ``1 / rho``:
 with the default radii (50, head 3000) use ``lr`` in ``2**-13 .. 2**-10`` (``lr * rho``
 about 0.006 to 0.05). Measured on the everyscale GPT (byte-level Shakespeare, 200 steps,
 started on the balls at radius 1; docs/transfer.md): the best lr is ``2**-11`` at every
