@@ -57,8 +57,9 @@ def register(subparsers) -> None:
         "--budget",
         choices=BUDGETS,
         default="small",
-        help="scale of the whole job: small (make demo, <= 10 min on 2 cores), "
-        "medium (the honest run, ~20-40 min), large; tiny is for tests",
+        help="scale of the whole job: small (make demo; measured ~3 min on 2 idle cores, 8 min "
+        "on a shared machine), medium (the reported run; ~11 min idle, 16 min shared), large "
+        "(not run yet: hours); tiny is for tests",
     )
     p.add_argument("--preset", default="scion", help="optimizer preset (default scion)")
     p.add_argument(
