@@ -270,3 +270,15 @@ def test_describe_notes_say_how_to_read_the_table(capsys):
     assert "the other 7 tensors (1 input, 5 vector, 1 output) take the adamw preset" in notes
     assert "at lr 0.001 (rest_lr)" in notes
     capsys.readouterr()
+
+
+def test_muon_warns_when_no_parameter_takes_the_spectral_lmo():
+    from everyscale.train.models import build_model
+
+    cnn = build_model("cnn", width=4, depth=2, input_shape=(1, 8, 8))  # kernels and a head
+    with pytest.warns(UserWarning, match="every parameter trains with adamw"):
+        opt = make_optimizer(cnn, "muon")
+    assert {g["norm"] for g in opt.param_groups} == {"adam"}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        make_optimizer(_gpt(), "muon")  # hidden matrices: no warning

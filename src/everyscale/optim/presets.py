@@ -407,6 +407,13 @@ def optimizer(
         key = repr(sorted(settings.items(), key=lambda kv: kv[0]))
         group = groups.setdefault(key, {**settings, "params": []})
         group["params"].append((name, p))
+    if preset == "muon" and not any(g["norm"] == "spectral" for g in groups.values()):
+        warnings.warn(
+            f"muon: no parameter is a 2-D hidden matrix (conv kernels, vectors, embedding and "
+            f"head go to the rest preset), so every parameter trains with {options['rest']}; "
+            "pass spectral_for='all' to put the embedding and head on the Spectral LMO",
+            stacklevel=2,
+        )
     return NormOptimizer(list(groups.values()), foreach=foreach, nonfinite=nonfinite)
 
 
