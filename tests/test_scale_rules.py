@@ -27,11 +27,24 @@ def test_horizon_rules_follow_the_fitted_exponents():
 
 
 def test_transfer_lr_combines_both_rules_and_needs_pairs():
-    expected = 0.01 * 2 * 4**-0.28
+    # 4x the batch and 4x the tokens: the horizon rule already moves the batch to
+    # 32 * 4^0.45; the square-root rule covers only the rest, 128 / (32 * 4^0.45).
+    expected = 0.01 * 4**-0.28 * math.sqrt(4 / 4**0.45)
     got = rules.transfer_lr(
         0.01, "scion", batch_size=128, base_batch_size=32, tokens=4, base_tokens=1
     )
     assert got == pytest.approx(expected)
+    # A batch that follows B*(D) ~ D^0.45 gets the horizon rule alone, for SGD too; the same
+    # token count gets the batch rule alone.
+    for preset in ("scion", "sgd"):
+        on_path = rules.transfer_lr(
+            0.01, preset, batch_size=32 * 10**0.45, base_batch_size=32, tokens=10, base_tokens=1
+        )
+        assert on_path == pytest.approx(rules.horizon_lr(0.01, 10, 1))
+    same_tokens = rules.transfer_lr(
+        0.01, "sgd", batch_size=128, base_batch_size=32, tokens=5, base_tokens=5
+    )
+    assert same_tokens == pytest.approx(rules.batch_size_lr(0.01, 128, 32, "sgd"))
     assert rules.transfer_lr(0.01, "scion") == 0.01
     with pytest.raises(ValueError, match="base_batch_size"):
         rules.transfer_lr(0.01, "scion", batch_size=128)

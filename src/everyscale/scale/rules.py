@@ -9,7 +9,9 @@ layer an update of the right size at any width [S, Lemma C.6]. What does change 
 - **Batch size**: the largest stable learning rate grows like ``sqrt(B)`` for adaptive and
   sign-like methods and like ``B`` for SGD (:func:`batch_size_lr`).
 - **Horizon** (tokens ``D``): for Scion, ``eta*(D) ~ D^-0.28`` and ``B*(D) ~ D^0.45``
-  (:func:`horizon_lr`, :func:`horizon_batch_size`).
+  (:func:`horizon_lr`, :func:`horizon_batch_size`). The learning-rate law holds along the
+  optimal batch size: it is [F]'s joint fit ``eta*(B, D) ~ B^0.62 D^-0.56`` at ``B = B*(D)``
+  (``0.62 * 0.45 - 0.56 = -0.28``), so it already contains the batch growth.
 
 References:
     [S]  Pethick et al., *Training Deep Learning Models with Norm-Constrained LMOs*, ICML 2025.
@@ -139,8 +141,10 @@ def horizon_lr(
 ) -> float:
     """Learning rate for a longer (or shorter) run: ``eta * (D / D0)^exponent``.
 
-    The default exponent ``-0.28`` is the fit ``eta*(D) ~ D^-0.28`` for Scion in [F]; other
-    optimizers have other exponents, so pass your own when you have one.
+    The default exponent ``-0.28`` is the fit ``eta*(D) ~ D^-0.28`` for Scion in [F], measured
+    with the batch size at its optimum ``B*(D) ~ D^0.45`` (:func:`horizon_batch_size`): use the
+    two together, or :func:`transfer_lr` when the batch size goes elsewhere. Other optimizers
+    have other exponents, so pass your own when you have one.
     """
     lr = _nonnegative_lr(lr)
     ratio = _positive("tokens", tokens) / _positive("base_tokens", base_tokens)
@@ -167,9 +171,14 @@ def transfer_lr(
 ) -> float:
     """Move a proxy's tuned learning rate to a run with another batch size and/or token count.
 
-    Applies :func:`batch_size_lr` when both batch sizes are given and :func:`horizon_lr` when
-    both token counts are given (the two rules multiply). Width and depth factors are per
-    parameter and live in :mod:`everyscale.scale.parametrization`.
+    Batch sizes only: :func:`batch_size_lr`. Token counts only: :func:`horizon_lr`, which
+    assumes the batch size follows ``B*(D)`` (:func:`horizon_batch_size`). Both: the horizon
+    rule moves the run along ``B_D = B0 (D/D0)^0.45`` and the batch-size rule covers the rest,
+    ``B / B_D``; so a batch that follows ``B*(D)`` gets the horizon rule alone (multiplying
+    the two rules outright would count the batch growth twice). At a fixed batch size this
+    gives Scion ``eta ~ D^(-0.28 - 0.45/2) = D^-0.505``, near [F]'s joint fit ``D^-0.56``.
+    Width and depth factors are per parameter and live in
+    :mod:`everyscale.scale.parametrization`.
     """
     if (batch_size is None) != (base_batch_size is None):
         raise ValueError("batch_size and base_batch_size: give both (target and proxy) or neither")
@@ -179,5 +188,9 @@ def transfer_lr(
     if batch_size is not None:
         lr = batch_size_lr(lr, batch_size, base_batch_size, preset)
     if tokens is not None:
-        lr = horizon_lr(lr, tokens, base_tokens)
+        exponent = HORIZON_LR_EXPONENT
+        if batch_size is not None:  # the batch growth along B*(D) was counted just above
+            batch_power = 1.0 if update_family(preset) == "linear" else 0.5
+            exponent -= batch_power * HORIZON_BATCH_EXPONENT
+        lr = horizon_lr(lr, tokens, base_tokens, exponent)
     return _nonnegative_lr(lr)
