@@ -110,7 +110,9 @@ def depth_lr_factor(depth_mult: float, alpha: float, preset: str) -> float:
       ``m_L^-2alpha * eta = m_L^-1``  =>  ``eta ~ m_L^(2 alpha - 1)``
       (depth-muP's constant SGD learning rate at ``alpha = 1/2`` [TP6]).
 
-    Weights outside the branches (embeddings, the head, the final norm) keep factor 1.
+    Weights outside the branches (embeddings, the head, the final norm) keep factor 1. Only
+    learning rates are scaled: CompleteP [CP, Table 1] also rescales AdamW's epsilon (with the
+    branch gradients, ``m_L^-alpha``) and its weight decay, which stay as the preset sets them.
     """
     depth_mult = _positive("depth_mult", depth_mult)
     if not 0 <= alpha <= 1:
