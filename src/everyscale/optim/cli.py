@@ -34,7 +34,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="print the norm, radius and effective lr a preset gives each parameter",
         description=(
             "Build a model and print, for every parameter, its role (input, hidden, output, "
-            "vector, tied), norm, radius, step and effective learning rate under a preset."
+            "vector, tied), norm, radius, step and effective learning rate under a preset, "
+            "with notes on reading the table (scion family: the step is lr * radius, so with "
+            "radius 50 use lr 2^-13..2^-10; muon: which preset takes the non-matrix tensors)."
         ),
     )
     parser.add_argument("--model", default="gpt", help="model name: gpt, mlp or cnn")
@@ -49,7 +51,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="another model shape argument, e.g. --shape vocab=256 (repeatable)",
     )
     parser.add_argument("--preset", default="scion", choices=PRESETS, help="optimizer preset")
-    parser.add_argument("--lr", type=float, default=None, help="learning rate (preset default)")
+    parser.add_argument(
+        "--lr",
+        type=float,
+        default=None,
+        help="learning rate (default: the preset's DEFAULT_LR, e.g. 0.000244 = 2^-12 for scion)",
+    )
     parser.add_argument(
         "--set",
         dest="options",
