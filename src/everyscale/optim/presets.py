@@ -53,12 +53,13 @@ an ``nn.Embedding``, ``spectral(max1)`` for a linear input layer, ``spectral_con
 input; hidden = Spectral (``spectral_conv`` for kernels); output and tied = Sign scaled
 ``1/d_in``; vectors = RMS. Radii default to the values of the Scion repository's nanoGPT
 configuration (github.com/LIONS-EPFL/scion, README and ``examples/modded-nanogpt``; [S] App. E.3):
-``radius=50`` for hidden (and, our choice, input and vector) layers,
-``output_radius = 60 * radius = 3000`` for the Sign head, EMA momentum 0.9 (their
-``momentum=0.1`` is ``1 - beta``), learning rate ``2**-12`` with the constrained step. Those
-radii were tuned for GPT-2 small; tune ``radius`` and ``output_radius`` on a small proxy for
-other models (the repository's MLP uses radius 1 and an output radius ``2**10``, its CNN 8 and
-``16 * 8``).
+``radius=50`` for the blocks (their matrices and, in the same group there, their norm
+gains) and, our choice, an untied input embedding; ``output_radius = 60 * radius = 3000`` for
+the Sign head (tied to the embedding there), EMA momentum 0.9 (their ``momentum=0.1`` is
+``1 - beta``), learning rate ``2**-12`` with the constrained step. Those radii were tuned for
+GPT-2 small; tune ``radius`` and ``output_radius`` on a small proxy for other models (the
+repository's MLP uses radius 1, an output radius ``2**10`` and lr ``2**-6``; its CNN 8,
+``16 * 8`` and lr ``2**-4``).
 
 Learning rate and radius in the Scion family. An LMO step has a fixed length whatever the
 size of the gradient: each step adds ``lr * rho * lmo(d)``, of length ``lr * rho`` in the
@@ -71,7 +72,9 @@ about 0.006 to 0.05). Measured on the everyscale GPT (byte-level Shakespeare, 20
 started on the balls at radius 1; docs/transfer.md): the best lr is ``2**-11`` at every
 width from 16 to 256, ``2**-9`` is clearly worse, and ``2**-6 .. 2**-4`` (``lr * rho`` 0.8
 to 3) diverges at width 16. Learning rates that suit Adam or Muon (1e-3 to 2e-2) are 4 to 80
-times too large here. With ``radius=1`` multiply the lr by about 50.
+times too large here. With ``radius=1`` multiply the lr by about 50: the repository's own
+MLP (radius 1, lr ``2**-6``) and nanoGPT (radius 50, lr ``2**-12``) both step by
+``lr * rho`` of about 0.01 to 0.016.
 
 The radii bound how large the weights may *grow*; they are not a starting size. Starting
 *on* the balls of radius 50 / 3000 puts norm gains at 50 and logits near 1e4, and a small
