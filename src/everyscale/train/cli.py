@@ -8,7 +8,7 @@ import json
 import sys
 from typing import Any
 
-from everyscale.train.config import TrainConfig
+from everyscale.train.config import TrainConfig, cli_flag
 from everyscale.train.data import DATASETS
 from everyscale.train.models import MODELS
 from everyscale.train.schedules import SCHEDULES
@@ -73,7 +73,7 @@ def register(subparsers) -> None:
     for field in dataclasses.fields(TrainConfig):
         if field.name == "optimizer_options":
             continue
-        flag = "--" + field.name.replace("_", "-")
+        flag = cli_flag(field.name)
         default = field.default
         help_text = f"{_HELP[field.name]} (default: {default})"
         kind = field.type if isinstance(field.type, str) else field.type.__name__

@@ -13,9 +13,9 @@ from typing import Any
 import torch
 
 from everyscale.train.models import MODELS
-from everyscale.train.schedules import get_schedule
+from everyscale.train.schedules import SCHEDULES, get_schedule
 
-__all__ = ["KNOWN_OPTIMIZERS", "RESUME_FREE_FIELDS", "TrainConfig", "known_optimizers"]
+__all__ = ["KNOWN_OPTIMIZERS", "RESUME_FREE_FIELDS", "TrainConfig", "cli_flag", "known_optimizers"]
 
 # The presets of everyscale.optim (BRIEF §1), used only if that package cannot be imported.
 KNOWN_OPTIMIZERS = (
@@ -47,6 +47,11 @@ RESUME_FREE_FIELDS = frozenset(
 )
 
 IMAGE_MODELS = ("mlp", "cnn")
+
+
+def cli_flag(field_name: str) -> str:
+    """The ``everyscale train`` flag of a TrainConfig field: ``batch_size`` -> ``--batch-size``."""
+    return "--" + field_name.replace("_", "-")
 
 
 def known_optimizers() -> tuple[str, ...]:
@@ -161,7 +166,9 @@ class TrainConfig:
         in :func:`everyscale.train.run` right after loading it, still before training.
         """
         if self.model not in MODELS:
-            raise ValueError(f"unknown model {self.model!r}: choose one of {', '.join(MODELS)}")
+            raise ValueError(
+                f"unknown model {self.model!r}: set --model to one of {', '.join(MODELS)}"
+            )
         integers = {
             "width": (self.width, 1),
             "depth": (self.depth, 1),
@@ -177,9 +184,14 @@ class TrainConfig:
         }
         for name, (value, low) in integers.items():
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
-                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+                raise ValueError(
+                    f"{name} must be an integer >= {low}, got {value!r}: change {cli_flag(name)}"
+                )
         if self.threads is not None and (not isinstance(self.threads, int) or self.threads < 1):
-            raise ValueError(f"threads must be a positive integer or None, got {self.threads!r}")
+            raise ValueError(
+                f"threads must be a positive integer or None, got {self.threads!r}: change "
+                "--threads or leave it out (torch's default)"
+            )
         if self.model == "gpt" and self.width % self.heads:
             raise ValueError(
                 f"width={self.width} is not divisible by heads={self.heads}: change --width "
@@ -188,28 +200,44 @@ class TrainConfig:
         if self.batch_size % self.grad_accum:
             raise ValueError(
                 f"batch_size={self.batch_size} is not divisible by grad_accum={self.grad_accum}: "
-                "each step splits the batch into grad_accum equal micro-batches"
+                "each step splits the batch into grad_accum equal micro-batches: change "
+                "--batch-size or --grad-accum"
             )
         for name in ("lr", "residual_multiplier"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-                raise ValueError(f"{name} must be a positive finite number, got {value!r}")
+                raise ValueError(
+                    f"{name} must be a positive finite number, got {value!r}: "
+                    f"change {cli_flag(name)}"
+                )
         if self.clip is not None and not (math.isfinite(self.clip) and self.clip > 0):
-            raise ValueError(f"clip must be a positive max gradient norm or None, got {self.clip}")
+            raise ValueError(
+                f"clip must be a positive max gradient norm or None, got {self.clip}: change "
+                "--clip or leave it out (no clipping)"
+            )
         if not isinstance(self.optimizer_options, dict):
-            raise ValueError("optimizer_options must be a dict of keyword arguments")
-        # Builds the schedule once to run its own checks (unknown name, fractions).
+            raise ValueError(
+                "optimizer_options must be a dict of keyword arguments "
+                "(on the command line: --optimizer-option KEY=VALUE)"
+            )
+        if self.schedule not in SCHEDULES:
+            raise ValueError(
+                f"unknown schedule {self.schedule!r}: set --schedule to one of "
+                + ", ".join(SCHEDULES)
+            )
+        # Builds the schedule once to run its own checks (warmup and cooldown fractions).
         get_schedule(self.schedule, self.steps, self.warmup, self.effective_cooldown)
         if check_optimizer and self.optimizer not in known_optimizers():
             raise ValueError(
-                f"unknown optimizer {self.optimizer!r}: choose one of "
+                f"unknown optimizer {self.optimizer!r}: set --optimizer to one of "
                 + ", ".join(known_optimizers())
             )
         try:
             device = torch.device(self.device)
         except (RuntimeError, TypeError) as err:
             raise ValueError(
-                f"device {self.device!r} is not a torch device (cpu, cuda, ...)"
+                f"device {self.device!r} is not a torch device: set --device to cpu, cuda, "
+                "cuda:1, mps, ..."
             ) from err
         if device.type == "cuda" and not torch.cuda.is_available():
             raise ValueError(
@@ -217,7 +245,7 @@ class TrainConfig:
                 "use --device cpu"
             )
         if not self.out:
-            raise ValueError("out must name a directory for the run's files")
+            raise ValueError("out must name a directory for the run's files: set --out")
 
     def fingerprint(self) -> dict[str, Any]:
         """The fields that must match for a checkpoint to be resumed under this config."""
