@@ -53,11 +53,12 @@ an ``nn.Embedding``, ``spectral(max1)`` for a linear input layer, ``spectral_con
 input; hidden = Spectral (``spectral_conv`` for kernels); output and tied = Sign scaled
 ``1/d_in``; vectors = RMS. Radii default to the values of the Scion repository's nanoGPT
 configuration (github.com/LIONS-EPFL/scion, README and ``examples/modded-nanogpt``; [S] App. E.3):
-``radius=50`` for the blocks (their matrices and, in the same group there, their norm
-gains) and, our choice, an untied input embedding; ``output_radius = 60 * radius = 3000`` for
-the Sign head (tied to the embedding there), EMA momentum 0.9 (their ``momentum=0.1`` is
-``1 - beta``), learning rate ``2**-12`` with the constrained step. Those radii were tuned for
-GPT-2 small; tune ``radius`` and ``output_radius`` on a small proxy for other models (the
+``radius=50`` for the blocks' matrices and, our choice, for norm gains and an untied input
+embedding (that GPT has neither: parameter-free RMSNorm, embedding tied to the head);
+``output_radius = 60 * radius = 3000`` for the Sign head, EMA momentum 0.9 (their
+``momentum=0.1`` is ``1 - beta``), learning rate ``2**-12`` with the constrained step. Those
+radii were tuned for GPT-2 small; tune ``radius`` and ``output_radius`` on a small proxy for
+other models (the
 repository's MLP uses radius 1, an output radius ``2**10`` and lr ``2**-6``; its CNN 8,
 ``16 * 8`` and lr ``2**-4``).
 
