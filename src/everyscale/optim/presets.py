@@ -58,9 +58,8 @@ embedding (that GPT has neither: parameter-free RMSNorm, embedding tied to the h
 ``output_radius = 60 * radius = 3000`` for the Sign head, EMA momentum 0.9 (their
 ``momentum=0.1`` is ``1 - beta``), learning rate ``2**-12`` with the constrained step. Those
 radii were tuned for GPT-2 small; tune ``radius`` and ``output_radius`` on a small proxy for
-other models (the
-repository's MLP uses radius 1, an output radius ``2**10`` and lr ``2**-6``; its CNN 8,
-``16 * 8`` and lr ``2**-4``).
+other models (the repository's MLP uses radius 1, an output radius ``2**10`` and lr
+``2**-6``; its CNN 8, ``16 * 8`` and lr ``2**-4``).
 
 Learning rate and radius in the Scion family. An LMO step has a fixed length whatever the
 size of the gradient: each step adds ``lr * rho * lmo(d)``, of length ``lr * rho`` in the
