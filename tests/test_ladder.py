@@ -99,6 +99,8 @@ def test_planner_refuses_ladders_that_cannot_identify_the_law():
         make_plan("huge", count_params=hand_count)
     with pytest.raises(ValueError, match=r"--data.*text"):
         make_plan("small", data="digits", count_params=hand_count)
+    with pytest.raises(FileNotFoundError, match=r"--data.*check the path"):
+        make_plan("small", data="/no/such/corpus.txt", count_params=hand_count)
     with pytest.raises(ValueError, match=r"--preset.*scion"):
         make_plan("small", preset="adam", count_params=hand_count)
     with pytest.raises(ValueError, match="attention heads"):

@@ -27,9 +27,11 @@ import math
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 BUDGETS = ("tiny", "small", "medium", "large")
 IMAGE_DATASETS = ("digits", "fashion-mnist")
+TEXT_DATASETS = ("stdlib", "shakespeare")
 
 # Every model in a ladder keeps its attention heads 16 wide, so the head count follows width.
 HEAD_DIM = 16
@@ -343,6 +345,11 @@ def validate_plan(plan: LadderPlan, count_params: Callable[[LadderPlan, int], in
         raise ValueError(
             f"--data: {plan.data!r} is an image dataset; the ladder trains GPTs on text: use "
             f"stdlib, shakespeare or the path of a text file"
+        )
+    if plan.data not in TEXT_DATASETS and not Path(plan.data).is_file():
+        raise FileNotFoundError(
+            f"--data: {plan.data!r} is neither a built-in text corpus ({', '.join(TEXT_DATASETS)}) "
+            f"nor an existing text file; check the path"
         )
     for name, value in (("--depth", plan.depth), ("--context", plan.context)):
         if value < 1:
