@@ -204,11 +204,11 @@ def analyse(
         "optimizers": {},
     }
     for opt in optimizers:
-        lrs = grids[opt]
+        grid = grids[opt]
         per_size: dict[str, dict] = {}
         for size in sizes:
             losses, means = [], []
-            for lr in lrs:
+            for lr in grid:
                 row = []
                 for seed in seeds:
                     key = (opt, int(size), float(lr), int(seed))
@@ -223,16 +223,16 @@ def analyse(
             finite = [i for i, m in enumerate(means) if math.isfinite(m)]
             best = min(finite, key=lambda i: means[i]) if finite else None
             per_size[str(size)] = {
-                "lrs": lrs,
+                "lrs": grid,
                 "losses": losses,
                 "mean_loss": means,
                 "diverged_runs": sum(math.isinf(v) for row in losses for v in row),
                 "best_lr_index": best,
-                "best_lr": lrs[best] if best is not None else None,
+                "best_lr": grid[best] if best is not None else None,
                 "best_loss": means[best] if best is not None else math.inf,
-                "best_at_grid_edge": best in (0, len(lrs) - 1) if best is not None else None,
+                "best_at_grid_edge": best in (0, len(grid) - 1) if best is not None else None,
                 "best_lr_interpolated": (
-                    interpolated_optimum(lrs, means, best) if best is not None else None
+                    interpolated_optimum(grid, means, best) if best is not None else None
                 ),
             }
         indices = [e["best_lr_index"] for e in per_size.values()]
