@@ -15,21 +15,7 @@ import torch
 from everyscale.train.models import MODELS
 from everyscale.train.schedules import SCHEDULES, get_schedule
 
-__all__ = ["KNOWN_OPTIMIZERS", "RESUME_FREE_FIELDS", "TrainConfig", "cli_flag", "known_optimizers"]
-
-# The presets of everyscale.optim (BRIEF §1), used only if that package cannot be imported.
-KNOWN_OPTIMIZERS = (
-    "sgd",
-    "normalized_sgd",
-    "signsgd",
-    "signum",
-    "lion",
-    "adamw",
-    "muon",
-    "scion",
-    "uscion",
-    "clipped_scion",
-)
+__all__ = ["RESUME_FREE_FIELDS", "TrainConfig", "cli_flag", "known_optimizers"]
 
 # Fields that may differ between a run and its resumption: they change where and how loudly a
 # run reports, not the sequence of updates.
@@ -46,8 +32,6 @@ RESUME_FREE_FIELDS = frozenset(
     }
 )
 
-IMAGE_MODELS = ("mlp", "cnn")
-
 
 def cli_flag(field_name: str) -> str:
     """The ``everyscale train`` flag of a TrainConfig field: ``batch_size`` -> ``--batch-size``."""
@@ -55,11 +39,9 @@ def cli_flag(field_name: str) -> str:
 
 
 def known_optimizers() -> tuple[str, ...]:
-    """The optimizer preset names, from ``everyscale.optim.PRESETS`` when it is available."""
-    try:
-        from everyscale.optim import PRESETS
-    except (ImportError, AttributeError):
-        return KNOWN_OPTIMIZERS
+    """The optimizer preset names, ``everyscale.optim.PRESETS``."""
+    from everyscale.optim import PRESETS  # lazy: only validation and --help need the optimizers
+
     return tuple(PRESETS)
 
 
@@ -154,10 +136,6 @@ class TrainConfig:
         if self.cooldown is not None:
             return self.cooldown
         return 0.3 if self.schedule == "wsd" else 0.0
-
-    @property
-    def is_text(self) -> bool:
-        return self.model == "gpt"
 
     def validate(self, check_optimizer: bool = True) -> None:
         """Raise ``ValueError`` naming the field and the fix for any inconsistent setting.
