@@ -163,6 +163,8 @@ def test_bad_input():
         plan(target, "scion", BaseShape(width=128), width=64, roles=roles)
     with pytest.raises(ValueError, match="larger than the target"):
         plan(gpt(64, depth=2), "scion", BaseShape(width=64, depth=4), width=64, roles=roles)
+    with pytest.raises(ValueError, match="unknown role 'head'; use one of input, hidden"):
+        plan(target, "scion", gpt(32), roles={**roles, "head.weight": "head"})
     with pytest.raises(ValueError, match="roles: no role found"):
         plan(target, "scion", gpt(32), roles={"embed.weight": "input"})
     with pytest.raises(ValueError, match="preset"):

@@ -241,7 +241,10 @@ def _role_names(roles: Mapping[str, object]) -> dict[str, str]:
         value = getattr(role, "value", role)
         value = str(value).lower().split(".")[-1]
         if value not in ROLES:
-            raise ValueError(f"roles: parameter {name!r} has unknown role {role!r}")
+            raise ValueError(
+                f"roles: parameter {name!r} has unknown role {role!r}; use one of "
+                f"{', '.join(ROLES)}"
+            )
         out[name] = value
     return out
 
