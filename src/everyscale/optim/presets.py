@@ -383,6 +383,13 @@ def optimizer(
     if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr < 0:
         raise ValueError(f"lr must be a finite number >= 0, got {lr!r}")
     options = _settings(preset, overrides)
+    if preset == "scion" and options["weight_decay"]:
+        raise ValueError(
+            f"scion: weight_decay={options['weight_decay']!r} is not needed: the constrained "
+            "step already decays W by (1 - lr) every step (decoupled decay 1 relative to lr); "
+            "use weight_decay=0, or the uscion or clipped_scion preset for a weight_decay of "
+            "your own"
+        )
     foreach = overrides.get("foreach")
     nonfinite = overrides.get("nonfinite", "raise")
 
