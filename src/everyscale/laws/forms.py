@@ -204,6 +204,10 @@ def chinchilla() -> Law:
     N = parameters, D = training tokens. Derived: the compute-optimal allocation for C = 6 N D,
     N*(C) = G (C/6)^(beta/(alpha+beta)), D*(C) = G^-1 (C/6)^(alpha/(alpha+beta)),
     G = (alpha A / (beta B))^(1/(alpha+beta)) (Hoffmann et al. 2022, eq. 4 / Appendix D.2).
+
+    The exponents are bounded below by 0 (a loss that grows with N or D is not a scaling law);
+    the published fits run L-BFGS-B unbounded, which reaches the same optimum whenever it is
+    interior, and a fit that ends on a bound is flagged in its diagnostics.
     """
     return Law(
         name="chinchilla",
