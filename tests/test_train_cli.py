@@ -66,3 +66,14 @@ def test_bad_input_raises_value_error_before_training(tmp_path):
     with pytest.raises(ValueError, match="not divisible by heads"):
         args.func(args)
     assert not (tmp_path / "r").exists()
+
+
+def test_help_lists_the_choices_and_says_what_no_value_means(capsys):
+    from everyscale.train.config import known_optimizers
+
+    with pytest.raises(SystemExit):
+        parse(["--help"])
+    text = " ".join(capsys.readouterr().out.split())  # undo argparse's line wrapping
+    assert all(name in text for name in known_optimizers())
+    assert "default: None" not in text
+    assert "no clipping" in text and "torch's choice" in text

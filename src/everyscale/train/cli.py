@@ -8,7 +8,7 @@ import json
 import sys
 from typing import Any
 
-from everyscale.train.config import TrainConfig, cli_flag
+from everyscale.train.config import TrainConfig, cli_flag, known_optimizers
 from everyscale.train.data import DATASETS
 from everyscale.train.models import MODELS
 from everyscale.train.schedules import SCHEDULES
@@ -23,15 +23,15 @@ _HELP = {
     "context": "tokens per training window (GPT)",
     "tied": "tie the GPT's input embedding and output head",
     "residual_multiplier": "multiplier of each GPT residual branch (depth^-alpha for transfer)",
-    "optimizer": "optimizer preset (see `everyscale describe`)",
+    "optimizer": "optimizer preset: {optimizers} (`everyscale describe` shows one)",
     "lr": "base learning rate",
     "schedule": f"learning-rate schedule: {', '.join(SCHEDULES)}",
     "warmup": "fraction of the steps in linear warmup",
-    "cooldown": "fraction of the steps in the final linear decay (wsd; default 0.3)",
+    "cooldown": "fraction of the steps in the final linear decay, wsd only (default: 0.3)",
     "steps": "optimizer steps",
     "batch_size": "examples (windows or images) per step",
     "grad_accum": "micro-batches per step (gradient accumulation)",
-    "clip": "clip the global gradient norm to this value",
+    "clip": "clip the global gradient norm to this value (default: no clipping)",
     "eval_every": "evaluate every N steps (0: only at the end)",
     "val_windows": "validation windows for text data",
     "checkpoint_every": "checkpoint every N steps (0: only at the end and on SIGINT/SIGTERM)",
@@ -74,8 +74,9 @@ def register(subparsers) -> None:
         if field.name == "optimizer_options":
             continue
         flag = cli_flag(field.name)
-        default = field.default
-        help_text = f"{_HELP[field.name]} (default: {default})"
+        help_text = _HELP[field.name].format(optimizers=", ".join(known_optimizers()))
+        if field.default is not None:  # None's meaning is in the help text itself
+            help_text += f" (default: {field.default})"
         kind = field.type if isinstance(field.type, str) else field.type.__name__
         if kind == "bool":
             # Both forms, so a flag can also switch off what a --config file switched on.
