@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from everyscale.laws.fit import FitResult, fit
+from everyscale.laws.forms import Law
 from everyscale.laws.io import Points, load_points
 
 
@@ -155,7 +156,7 @@ class ExtrapolationCheck:
 
 
 def extrapolation_check(
-    points: Points | str | list, holdout: int = 1, law: str = "chinchilla", **fit_kwargs
+    points: Points | str | list, holdout: int = 1, law: str | Law = "chinchilla", **fit_kwargs
 ) -> ExtrapolationCheck:
     """Fit without the `holdout` largest runs (by compute), predict them, report relative errors.
 
