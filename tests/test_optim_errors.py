@@ -111,7 +111,9 @@ def test_adam_geometry_needs_the_sharp_step():
 def test_nonfinite_gradient_raises_naming_parameter_and_step_and_changes_nothing():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(4, 5), nn.Linear(5, 2))
-    opt = make_optimizer(model, "muon", lr=0.1, example_input=torch.randn(1, 4))
+    # spectral_for="all": both matrices on the Spectral LMO, the biases on AdamW (two kinds
+    # of state that must stay untouched); this model has no hidden matrix otherwise
+    opt = make_optimizer(model, "muon", lr=0.1, spectral_for="all", example_input=torch.randn(1, 4))
     for _ in range(2):  # two good steps first: the error must report step 3
         opt.zero_grad()
         model(torch.randn(3, 4)).sum().backward()
