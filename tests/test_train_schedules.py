@@ -52,6 +52,13 @@ def test_warmup_then_cosine_decays_over_the_remaining_steps():
     assert f(100) == pytest.approx(0.0, abs=1e-12)
 
 
+@pytest.mark.parametrize("name", SCHEDULES)
+def test_a_warmup_that_rounds_to_the_whole_run_still_ends_at_the_endpoint(name):
+    f = get_schedule(name, 10, warmup=0.95)  # round(9.5) = 10 warmup steps, no decay phase
+    assert [f(s) for s in range(10)] == pytest.approx([(s + 1) / 10 for s in range(10)])
+    assert f(10) == (1.0 if name in ("constant", "wsd") else 0.0)
+
+
 def test_schedule_drives_torch_lambda_lr():
     p = torch.nn.Parameter(torch.zeros(1))
     opt = torch.optim.SGD([p], lr=0.2)

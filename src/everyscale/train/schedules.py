@@ -79,7 +79,8 @@ def get_schedule(
             if cooldown_steps == 0 or remaining >= cooldown_steps:
                 return 1.0
             return max(0.0, remaining / cooldown_steps)
-        progress = min(1.0, (step - warmup_steps) / decay_steps)
+        # A warmup that rounds to the whole run leaves no decay phase: the end (step T) is 0.
+        progress = min(1.0, (step - warmup_steps) / decay_steps) if decay_steps else 1.0
         if name == "linear":
             return 1.0 - progress
         return 0.5 * (1.0 + math.cos(math.pi * progress))  # cosine
