@@ -218,9 +218,10 @@ def report(result: dict) -> str:
             f"{opt}: optimum moves {entry['best_lr_shift_steps']} grid steps; best loss falls "
             f"with {axis}: {entry['best_loss_falls_with_size']}; transfers: {entry['transfers']}"
         )
+    steps = result.get("config", {}).get("coord_steps", "")
     for opt, spread in result.get("coord_max_spread", {}).items():
         lines.append(
-            f"coordinate check {opt}: largest spread across widths after steps 1+: {spread:.3f}x"
+            f"coordinate check {opt}: largest spread across widths, steps 1-{steps}: {spread:.3f}x"
         )
     return "\n".join(lines)
 
