@@ -262,7 +262,11 @@ def test_reused_embedding_is_tied_and_single_layer_is_input():
 def test_describe_notes_say_how_to_read_the_table(capsys):
     scion = everyscale.describe(_gpt(), "scion")
     assert "2^-12" in scion.splitlines()[2]  # the default lr, written as a power of two
-    assert "lr * radius" in scion and "2^-13..2^-10" in scion
+    notes = " ".join(scion.split())
+    assert "the step is lr*radius (0.0122 for the hidden radius 50)" in notes
+    assert "radius 50: lr 2^-13..2^-10" in notes
+    small = " ".join(everyscale.describe(_gpt(), "uscion", lr=2**-6, radius=1.0).split())
+    assert "uscion: the step is lr*radius (0.0156 for the hidden radius 1)" in small
     # _gpt(): 2 blocks of 6 hidden matrices; embedding, head and 5 gains go to AdamW
     muon = everyscale.describe(_gpt(), "muon", lr=0.02, rest_lr=1e-3)
     notes = " ".join(muon.split())

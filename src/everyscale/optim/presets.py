@@ -482,14 +482,17 @@ def _describe_notes(opt: NormOptimizer, preset: str, overrides: dict[str, Any]) 
     notes = []
     if any(g["step"] != "sharp" for g in opt.param_groups):
         notes.append(
-            "effective lr = lr * radius * s (just lr for sharp steps), s the norm's shape "
-            "factor (e.g. sqrt(d_out/d_in) for spectral, 1/d_in for sign(1/d_in)): each step "
-            "moves a parameter by lr * radius in its own norm"
+            "effective lr = lr*radius*s (just lr for sharp steps), s the norm's shape factor "
+            "(e.g. sqrt(d_out/d_in) for spectral, 1/d_in for sign(1/d_in)): each step moves a "
+            "parameter by lr*radius in its own norm"
         )
     if preset in _SCION_STEP:
+        hidden = [g for g in opt.param_groups if g["role"] == "hidden"] or opt.param_groups
+        step = hidden[0]["lr"] * hidden[0]["radius"]
         notes.append(
-            f"{preset}: as the step is lr * radius, the lr that works scales as 1/radius; with "
-            "radius 50 (head 3000) use lr 2^-13..2^-10, not an Adam-sized lr"
+            f"{preset}: the step is lr*radius ({step:.3g} for the hidden radius "
+            f"{hidden[0]['radius']:g}); lr*radius of about 0.006 to 0.05 trains (radius 50: "
+            "lr 2^-13..2^-10), so the lr scales as 1/radius"
         )
     if preset == "muon":
         on_lmo, roles, rest_lrs = 0, defaultdict(int), set()
