@@ -487,12 +487,12 @@ def _describe_notes(opt: NormOptimizer, preset: str, overrides: dict[str, Any]) 
             "parameter by lr*radius in its own norm"
         )
     if preset in _SCION_STEP:
-        hidden = [g for g in opt.param_groups if g["role"] == "hidden"] or opt.param_groups
-        step = hidden[0]["lr"] * hidden[0]["radius"]
+        rank = {"hidden": 0, "input": 1, "vector": 2}  # the radius= groups, hidden first
+        group = min(opt.param_groups, key=lambda g: rank.get(g["role"], 3))
         notes.append(
-            f"{preset}: the step is lr*radius ({step:.3g} for the hidden radius "
-            f"{hidden[0]['radius']:g}); lr*radius of about 0.006 to 0.05 trains (radius 50: "
-            "lr 2^-13..2^-10), so the lr scales as 1/radius"
+            f"{preset}: the step is lr*radius ({group['lr'] * group['radius']:.3g} for the "
+            f"{group['role']} radius {group['radius']:g}); lr*radius of about 0.006 to 0.05 "
+            "trains (radius 50: lr 2^-13..2^-10), so the lr scales as 1/radius"
         )
     if preset == "muon":
         on_lmo, roles, rest_lrs = 0, defaultdict(int), set()
