@@ -101,7 +101,7 @@ import torch
 from torch import nn
 
 from everyscale.optim.norms import Adam
-from everyscale.optim.optimizer import NormOptimizer
+from everyscale.optim.optimizer import NormOptimizer, _check_nonnegative
 from everyscale.optim.roles import Role, assign_roles
 
 __all__ = ["DEFAULT_LR", "PRESETS", "describe", "describe_optimizer", "optimizer"]
@@ -379,9 +379,7 @@ def optimizer(
             betas outside [0, 1), radius <= 0, ...).
     """
     _check_preset(preset)
-    lr = DEFAULT_LR[preset] if lr is None else lr
-    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr < 0:
-        raise ValueError(f"lr must be a finite number >= 0, got {lr!r}")
+    lr = _check_nonnegative(DEFAULT_LR[preset] if lr is None else lr, "lr")
     options = _settings(preset, overrides)
     if preset == "scion" and options["weight_decay"]:
         raise ValueError(
