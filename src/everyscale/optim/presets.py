@@ -61,26 +61,25 @@ radii were tuned for GPT-2 small; tune ``radius`` and ``output_radius`` on a sma
 other models (the repository's MLP uses radius 1, an output radius ``2**10`` and lr
 ``2**-6``; its CNN 8, ``16 * 8`` and lr ``2**-4``).
 
-Learning rate and radius in the Scion family. An LMO step has a fixed length whatever the
-size of the gradient: each step adds ``lr * rho * lmo(d)``, of length ``lr * rho`` in the
+Learning rate and radius in the Scion family. An LMO step has a fixed length whatever the size
+of the gradient: each step adds ``lr * rho * lmo(d)``, of length ``lr * rho`` in the
 parameter's own norm (the hidden layers' RMS -> RMS operator norm; ``lr * rho / d_in`` per
 entry of the Sign head), and the constrained step pulls ``W`` toward the sphere of radius
 ``rho`` at rate ``lr``. The step size is the product ``lr * rho``, so the learning rate that
-works scales as ``1 / rho``:
-with the default radii (50, head 3000) use ``lr`` in ``2**-13 .. 2**-10`` (``lr * rho``
-about 0.006 to 0.05). Measured on the everyscale GPT (byte-level Shakespeare, 200 steps,
-started on the balls at radius 1; docs/transfer.md): the best lr is ``2**-11`` at every
-width from 16 to 256, ``2**-9`` is clearly worse, and ``2**-6 .. 2**-4`` (``lr * rho`` 0.8
-to 3) diverges at width 16. Learning rates that suit Adam or Muon (1e-3 to 2e-2) are 4 to 80
-times too large here. With ``radius=1`` multiply the lr by about 50: the repository's own
-MLP (radius 1, lr ``2**-6``) and nanoGPT (radius 50, lr ``2**-12``) both step by
-``lr * rho`` of about 0.01 to 0.016.
+works scales as ``1 / rho``: with the default radii (50, head 3000) use ``lr`` in
+``2**-13..2**-10`` (``lr * rho`` about 0.006 to 0.05). Measured on the everyscale GPT
+(byte-level Shakespeare, 200 steps, started on the balls at radius 1; docs/transfer.md): the
+best lr is ``2**-11`` at every width from 16 to 256, ``2**-9`` is clearly worse, and
+``2**-6..2**-4`` (``lr * rho`` 0.8 to 3) diverges at width 16. Learning rates that suit Adam
+or Muon (1e-3 to 2e-2) are 4 to 80 times too large here. With ``radius=1`` multiply the lr by
+about 50: the repository's own MLP (radius 1, lr ``2**-6``) and nanoGPT (radius 50, lr
+``2**-12``) both step by ``lr * rho`` of about 0.01 to 0.016.
 
-The radii bound how large the weights may *grow*; they are not a starting size. Starting
-*on* the balls of radius 50 / 3000 puts norm gains at 50 and logits near 1e4, and a small
-GPT then does not train at any lr (docs/transfer.md). Keep the model's own initialization or
-start on the balls at radius 1 (``everyscale.scale.init_(model, "scion", init_radius=1.0)``),
-as Scion's reference code does.
+The radii bound how large the weights may *grow* (``scion`` keeps ``||W|| <= rho``); they are
+not a starting size. Starting *on* the balls of radius 50 / 3000 puts norm gains at 50 and
+logits near 1e4, and a small GPT then does not train at any lr (docs/transfer.md). Keep the
+model's own initialization or start on the balls at radius 1
+(``everyscale.scale.init_(model, "scion", init_radius=1.0)``), as Scion's reference code does.
 
 References: [S] Pethick et al., ICML 2025 (arXiv 2502.07529); [G] Pethick et al. 2025 (arXiv
 2506.01913); Jordan et al. 2024 (Muon); Liu et al. 2025, *Muon is Scalable for LLM Training*;
