@@ -286,3 +286,13 @@ def test_muon_warns_when_no_parameter_takes_the_spectral_lmo():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         make_optimizer(_gpt(), "muon")  # hidden matrices: no warning
+
+
+def test_module_docstring_gives_every_preset_its_update():
+    import everyscale.optim.presets as presets
+
+    doc = presets.__doc__
+    for name in PRESETS:
+        entry = doc.split(f"\n``{name}``", 1)  # a definition-list entry for each preset
+        assert len(entry) == 2, name
+        assert "W <-" in entry[1].split("\n``", 1)[0], name  # whose text has the update
