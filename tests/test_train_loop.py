@@ -243,6 +243,8 @@ def test_config_json_round_trip_and_unknown_fields(tmp_path):
         ({"steps": 0}, ValueError, "steps must be.*change --steps"),
         ({"val_windows": 0}, ValueError, "change --val-windows"),
         ({"clip": 0.0}, ValueError, "clip.*--clip"),
+        ({"clip": "1"}, ValueError, "clip must be a number.*--clip"),
+        ({"warmup": None}, ValueError, "warmup must be a number.*--warmup"),
         ({"context": 4096 * 1024}, ValueError, "choose --context at most"),
         ({"data": "no/such/file.txt"}, FileNotFoundError, "check the spelling or the path"),
         ({"data": "digits"}, ValueError, "model 'gpt' needs text data"),

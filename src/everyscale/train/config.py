@@ -188,6 +188,13 @@ class TrainConfig:
                     f"{name} must be a positive finite number, got {value!r}: "
                     f"change {cli_flag(name)}"
                 )
+        # JSON configs can hold anything: a string or null here would fail later as a TypeError.
+        for name in ("warmup", "cooldown", "clip"):
+            value = getattr(self, name)
+            if value is None and name != "warmup":  # None: the default cooldown, no clipping
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ValueError(f"{name} must be a number, got {value!r}: change {cli_flag(name)}")
         if self.clip is not None and not (math.isfinite(self.clip) and self.clip > 0):
             raise ValueError(
                 f"clip must be a positive max gradient norm or None, got {self.clip}: change "
