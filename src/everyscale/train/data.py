@@ -118,8 +118,8 @@ class TextDataset:
         n_windows = min(max_val_windows, len(self.val_tokens) // (context + 1))
         n_windows = max(n_windows, 1)
         starts = np.linspace(0, len(self.val_tokens) - context - 1, n_windows).astype(np.int64)
-        self._val_windows = self._windows(self.val_tokens, torch.from_numpy(starts))
         self._offsets = torch.arange(context + 1)
+        self._val_windows = self._windows(self.val_tokens, torch.from_numpy(starts))
 
     def __repr__(self) -> str:
         return (
@@ -128,8 +128,8 @@ class TextDataset:
         )
 
     def _windows(self, tokens: torch.Tensor, starts: torch.Tensor) -> torch.Tensor:
-        index = starts[:, None] + torch.arange(self.context + 1)[None, :]
-        return tokens[index].long()
+        """Rows ``tokens[start : start + context + 1]`` as int64 (inputs plus next tokens)."""
+        return tokens[starts[:, None] + self._offsets].long()
 
     def sample_batch(
         self, batch_size: int, generator: torch.Generator
@@ -137,7 +137,7 @@ class TextDataset:
         """Random contiguous windows: ``x`` (B, context) bytes and ``y`` shifted by one."""
         high = len(self.train_tokens) - self.context  # last valid start + 1
         starts = torch.randint(high, (batch_size,), generator=generator)
-        window = self.train_tokens[starts[:, None] + self._offsets].long()
+        window = self._windows(self.train_tokens, starts)
         return window[:, :-1], window[:, 1:]
 
     @property
@@ -374,7 +374,7 @@ def load_dataset(
     """
     name = str(name_or_path)
 
-    def text(data: bytes, label: str) -> TextDataset:
+    def text(data: bytes | torch.Tensor, label: str) -> TextDataset:
         if context is None:
             raise ValueError(f"data {label!r} is text: pass a context length (--context)")
         return TextDataset(data, context, name=label, max_val_windows=max_val_windows)
@@ -391,16 +391,13 @@ def load_dataset(
     if path.is_dir():
         return _fashion_mnist(str(path.resolve()))
     if path.suffix == ".npy" and path.is_file():
-        if context is None:
-            raise ValueError(f"data {name!r} holds tokens: pass a context length (--context)")
         ids = np.load(path, allow_pickle=False)
         if ids.dtype.kind not in "iu":
             raise ValueError(
                 f"data {name!r}: a .npy token file must hold integers, not {ids.dtype}"
             )
         # int64 keeps every id exact (torch has no general uint16/uint32 indexing).
-        tokens = torch.from_numpy(ids.astype(np.int64, copy=False))
-        return TextDataset(tokens, context, name=name, max_val_windows=max_val_windows)
+        return text(torch.from_numpy(ids.astype(np.int64, copy=False)), name)
     if path.is_file():
         return text(_read_text_file(str(path.resolve())), name)
     raise FileNotFoundError(
