@@ -5,9 +5,9 @@ import json
 
 import pytest
 
+from available_data import TEXT_DATA as TEXT
 from everyscale.train import TrainConfig
 from everyscale.train import cli as train_cli
-from everyscale.train.data import shakespeare_path
 
 
 def parse(argv):
@@ -15,12 +15,6 @@ def parse(argv):
     train_cli.register(parser.add_subparsers(dest="command"))
     return parser.parse_args(["train", *argv])
 
-
-try:
-    shakespeare_path()
-    TEXT = "shakespeare"
-except FileNotFoundError:  # the standard library's sources stand in
-    TEXT = "stdlib"
 
 TINY = f"--model gpt --data {TEXT} --width 16 --depth 1 --heads 2 --context 16 "
 TINY += "--batch-size 4 --val-windows 8 --threads 1 --quiet --optimizer adamw --lr 0.01"

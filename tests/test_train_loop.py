@@ -7,6 +7,8 @@ import signal
 import pytest
 import torch
 
+from available_data import HAS_SHAKESPEARE
+from available_data import TEXT_DATA as TEXT
 from everyscale.train import (
     CheckpointError,
     NonFiniteLossError,
@@ -14,20 +16,7 @@ from everyscale.train import (
     TrainingInterrupted,
     run,
 )
-from everyscale.train.data import FASHION_MNIST_DEBIAN_DIR, shakespeare_path
-
-
-def _has_shakespeare() -> bool:
-    try:
-        shakespeare_path()
-    except FileNotFoundError:
-        return False
-    return True
-
-
-HAS_SHAKESPEARE = _has_shakespeare()
-# Small and quick to load; the standard library's sources stand in where it is absent.
-TEXT = "shakespeare" if HAS_SHAKESPEARE else "stdlib"
+from everyscale.train.data import FASHION_MNIST_DEBIAN_DIR
 
 
 def adamw(lr=3e-3):
