@@ -169,6 +169,19 @@ def test_checkpoint_from_another_config_is_refused_and_kept(tmp_path):
     assert path.read_bytes() == before
 
 
+def test_a_run_resumes_from_its_own_config_json_with_tuple_options(tmp_path):
+    def interrupt_at_step_3(row):
+        if row["step"] == 3:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    first = tiny(tmp_path, steps=6, optimizer_options={"betas": (0.9, 0.95)})
+    with pytest.raises(TrainingInterrupted):
+        run(first, optimizer_factory=adamw(), callback=interrupt_at_step_3)
+    again = TrainConfig.from_json(tmp_path / "run" / "config.json")  # betas is now a list
+    again.resume = True
+    assert run(again, optimizer_factory=adamw())["steps"] == 6
+
+
 class PoisonedSGD(torch.optim.SGD):
     """SGD that writes NaN into the weights on its third update (a forced divergence)."""
 

@@ -233,5 +233,10 @@ class TrainConfig:
             raise ValueError("out must name a directory for the run's files: set --out")
 
     def fingerprint(self) -> dict[str, Any]:
-        """The fields that must match for a checkpoint to be resumed under this config."""
-        return {k: v for k, v in self.to_dict().items() if k not in RESUME_FREE_FIELDS}
+        """The fields that must match for a checkpoint to be resumed under this config.
+
+        In their JSON form, so that a run resumed from its own ``config.json`` matches: JSON
+        turns a tuple option such as ``betas=(0.9, 0.95)`` into a list.
+        """
+        values = json.loads(json.dumps(self.to_dict()))
+        return {k: v for k, v in values.items() if k not in RESUME_FREE_FIELDS}
