@@ -373,6 +373,7 @@ def _train(config: TrainConfig, dataset, optimizer_factory, callback) -> dict[st
         dynamic_ncols=True,
     )
     bar_refreshed = start
+    rate_label = "tok/s" if dataset.kind == "text" else "img/s"  # an image counts as a token
     # Metrics are buffered; they are flushed at every checkpoint and at the end.
     with open(metrics_path, "a") as metrics_file, _SignalCatcher() as signals:
         try:
@@ -428,7 +429,7 @@ def _train(config: TrainConfig, dataset, optimizer_factory, callback) -> dict[st
                 now = time.perf_counter()
                 if not config.quiet and (now - bar_refreshed > 0.5 or step == config.steps):
                     rate = (step * tokens_per_step - tokens_at_start) / (now - start)
-                    postfix = {"loss": f"{loss_sum:.3f}", "tok/s": f"{rate:,.0f}"}
+                    postfix = {"loss": f"{loss_sum:.3f}", rate_label: f"{rate:,.0f}"}
                     if last_val is not None:
                         postfix["val"] = f"{last_val:.3f}"
                     bar.set_postfix(postfix, refresh=False)
