@@ -103,7 +103,8 @@ class NormOptimizer(torch.optim.Optimizer):
         eps: Adam's epsilon.
         weight_decay: ``lambda`` >= 0; ``weight_decay_style`` ``"decoupled"`` or ``"l2"``.
         foreach: ``True`` for the ``torch._foreach_*`` path, ``False`` for the per-tensor loop,
-            ``None`` to pick as torch does (foreach on accelerators, loop on the CPU).
+            ``None`` to pick as torch does (foreach on accelerators, loop on the CPU), except
+            that groups whose norm takes a polar factor always batch it.
         nonfinite: what to do with a NaN/inf gradient: ``"raise"`` (default; an error naming
             the parameter and the step, parameters untouched), ``"skip"`` (skip the whole step
             and count it in ``skipped_steps``) or ``"ignore"`` (no check).
@@ -329,7 +330,11 @@ class NormOptimizer(torch.optim.Optimizer):
             norm = self._norm_of(group)
             foreach = group["foreach"]
             if foreach is None:
-                foreach = all(p.device.type != "cpu" for p in params)
+                # As torch: foreach on accelerators. On the CPU too for polar-factor groups,
+                # where one batched product per shape beats a loop of small ones.
+                foreach = getattr(norm, "batchable", False) or all(
+                    p.device.type != "cpu" for p in params
+                )
             if isinstance(norm, Adam):
                 (self._adam_foreach if foreach else self._adam_single)(group, params, grads)
             else:
