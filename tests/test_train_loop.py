@@ -294,11 +294,14 @@ def test_non_finite_gradient_with_finite_loss_is_a_divergence(tmp_path, clip):
     assert info.value.summary["status"] == "diverged"
 
 
-def test_a_fresh_run_moves_an_earlier_checkpoint_aside(tmp_path):
+def test_a_fresh_run_moves_an_earlier_run_aside(tmp_path):
     run(tiny(tmp_path, steps=2), optimizer_factory=adamw())
-    before = (tmp_path / "run" / "checkpoint.pt").read_bytes()
+    names = ("checkpoint.pt", "metrics.jsonl", "summary.json", "config.json")
+    before = {name: (tmp_path / "run" / name).read_bytes() for name in names}
     run(tiny(tmp_path, steps=3, lr=0.01), optimizer_factory=adamw())
-    assert (tmp_path / "run" / "checkpoint.previous.pt").read_bytes() == before
+    for name in names:
+        stem, suffix = name.split(".")
+        assert (tmp_path / "run" / f"{stem}.previous.{suffix}").read_bytes() == before[name]
     assert [r["step"] for r in rows(tiny(tmp_path))] == [0, 1, 2, 3]
 
 

@@ -12,8 +12,9 @@ Files under ``config.out``:
   ``diverged``, ``interrupted``, ``failed`` (an unexpected exception, re-raised);
 - ``checkpoint.pt``: model, optimizer, schedule, step, the data generator's and torch's RNG
   states, written atomically every ``checkpoint_every`` steps, at the end, and on
-  SIGINT/SIGTERM. A fresh (not resumed) run in a directory that holds one moves it to
-  ``checkpoint.previous.pt`` rather than overwrite it.
+  SIGINT/SIGTERM. A fresh (not resumed) run in a directory that holds one moves it, with that
+  run's metrics, summary and config, to ``checkpoint.previous.pt``, ``metrics.previous.jsonl``,
+  ... rather than overwrite them.
 
 Exact resume: training batches come only from a ``torch.Generator`` owned by the loop, and the
 checkpoint holds its state, so a resumed run draws the same batches and, on the CPU, reproduces
@@ -54,7 +55,6 @@ from everyscale.train.schedules import get_schedule
 __all__ = ["NonFiniteLossError", "TrainingInterrupted", "build_model_for", "evaluate", "run"]
 
 CHECKPOINT_NAME = "checkpoint.pt"
-PREVIOUS_CHECKPOINT_NAME = "checkpoint.previous.pt"
 METRICS_NAME = "metrics.jsonl"
 SUMMARY_NAME = "summary.json"
 CONFIG_NAME = "config.json"
@@ -293,14 +293,20 @@ def _train(config: TrainConfig, dataset, optimizer_factory, callback) -> dict[st
     elif config.resume and not config.quiet:
         print(f"no checkpoint in {out}: starting a new run", file=sys.stderr)
     if step == 0:
+        if checkpoint_path.exists():
+            # A fresh start never destroys an earlier run: its files go to NAME.previous.EXT.
+            for name in (CHECKPOINT_NAME, METRICS_NAME, SUMMARY_NAME, CONFIG_NAME):
+                path = out / name
+                if path.exists():
+                    path.replace(path.with_name(f"{path.stem}.previous{path.suffix}"))
+            if not config.quiet:
+                print(
+                    f"{out} held an earlier run: moved its checkpoint, metrics, summary and "
+                    "config to *.previous.* there",
+                    file=sys.stderr,
+                )
         metrics_path.write_text("")
         summary_path.unlink(missing_ok=True)  # a stale summary must not pass for this run's
-        if checkpoint_path.exists():
-            # A fresh start never destroys an earlier run: its checkpoint is moved aside.
-            aside = out / PREVIOUS_CHECKPOINT_NAME
-            checkpoint_path.replace(aside)
-            if not config.quiet:
-                print(f"{out} held a checkpoint; moved it to {aside}", file=sys.stderr)
     atomic_write_bytes(out / CONFIG_NAME, (config.to_json() + "\n").encode())
 
     tokens_per_step = config.batch_size * dataset.tokens_per_example
