@@ -37,6 +37,7 @@ def test_a_save_that_dies_half_way_keeps_the_previous_checkpoint(tmp_path, monke
     with pytest.raises(OSError, match="disk full"):
         save_checkpoint(path, {"config": {}, "step": 2})
     assert path.read_bytes() == before
+    assert not (tmp_path / "c.pt.tmp").exists()
     monkeypatch.undo()
     assert load_checkpoint(path, {})["step"] == 1
 
