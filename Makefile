@@ -21,8 +21,9 @@ install: $(STAMP)
 test: install
 	$(PY) -m pytest -q
 
+# --resume: a second `make demo` reuses the finished runs (and a killed one continues).
 demo: install
-	$(VENV)/bin/everyscale ladder --budget small --out runs/ladder-demo
+	$(VENV)/bin/everyscale ladder --budget small --out runs/ladder-demo --resume
 
 lint: install
 	$(VENV)/bin/ruff check src tests benchmarks
