@@ -10,15 +10,6 @@ from everyscale.optim import NonFiniteGradientError, NormOptimizer, get_norm
 from everyscale.optim import optimizer as make_optimizer
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one intra-op thread avoids OpenMP spin-waits on a shared 2-core CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _named(shape=(3, 4), name="layer.weight"):
     return [(name, nn.Parameter(torch.randn(shape)))]
 

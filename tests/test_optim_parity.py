@@ -19,15 +19,6 @@ from everyscale.optim import optimizer as make_optimizer
 STEPS = 20
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one intra-op thread avoids OpenMP spin-waits on a shared 2-core CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 # Layer widths: the first weight (16 x 6) is tall, the others wide.
 WIDTHS = (6, 16, 12, 3)
 # Only wide matrices: see test_muon_matches_torch_muon_float32.

@@ -15,15 +15,6 @@ from everyscale.optim import optimizer as make_optimizer
 from everyscale.optim.presets import PRESETS
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one intra-op thread avoids OpenMP spin-waits on a shared 2-core CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _gpt(**shape):
     from everyscale.train.models import build_model
 

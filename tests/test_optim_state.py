@@ -21,15 +21,6 @@ SHAPE = {"width": 16, "depth": 2, "heads": 2, "context": 8, "vocab": 32}
 TOTAL, SPLIT = 6, 3
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one intra-op thread avoids OpenMP spin-waits on a shared 2-core CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _model(seed: int = 0) -> nn.Module:
     from everyscale.train.models import build_model
 

@@ -19,15 +19,6 @@ from everyscale.optim.norms import RMS, ColNorm, Euclidean, RowNorm, Sign, Spect
 STEPS = 12
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one intra-op thread avoids OpenMP spin-waits on a shared 2-core CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _grads(shape, steps=STEPS, seed=0, scale=1.0):
     gen = torch.Generator().manual_seed(seed)
     return [scale * torch.randn(shape, generator=gen) for _ in range(steps)]
