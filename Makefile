@@ -29,8 +29,12 @@ lint: install
 	$(VENV)/bin/ruff check src tests benchmarks
 	$(VENV)/bin/ruff format --check src tests benchmarks
 
+# The quick benchmarks (a few minutes); the transfer sweeps take an hour on 2 cores and are
+# run one by one: `$(PY) benchmarks/transfer_sweeps.py width|depth|mlp [--quick]`.
 bench: install
-	for b in benchmarks/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+	for b in optim_step train_throughput laws_fit; do \
+		echo "== benchmarks/$$b.py"; $(PY) benchmarks/$$b.py || exit 1; done
+	$(PY) benchmarks/transfer_sweeps.py width --quick --out runs/transfer-width-quick
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache .ruff_cache
