@@ -9,6 +9,7 @@ import math
 import numpy as np
 import pytest
 
+from available_data import TEXT_DATA
 from everyscale.ladder import LadderError, make_plan
 from everyscale.ladder.cli import parse_lr_grid
 from everyscale.ladder.ladder import choose_lr, compare
@@ -367,7 +368,7 @@ def diverging_ladder_run(spec, plan, run_dir, resume):
 def test_a_diverged_ladder_run_stops_with_a_clear_message_and_keeps_finished_runs(tmp_path):
     from everyscale.ladder import run_ladder
 
-    plan = make_plan("tiny", data="shakespeare", lr_grid=(2.0**-11,))
+    plan = make_plan("tiny", data=TEXT_DATA, lr_grid=(2.0**-11,))
     first = plan.ladder_runs()[0].name
     with pytest.raises(LadderError, match=rf"{first} .*diverged.*kept") as caught:
         run_ladder(plan, tmp_path, progress=False, workers=1, train_fn=diverging_ladder_run)
@@ -400,7 +401,7 @@ def tiny_ladder(tmp_path_factory):
     from everyscale.cli import main
 
     out = tmp_path_factory.mktemp("ladder") / "tiny"
-    argv = ["ladder", "--budget", "tiny", "--data", "shakespeare", "--out", str(out), "--quiet"]
+    argv = ["ladder", "--budget", "tiny", "--data", TEXT_DATA, "--out", str(out), "--quiet"]
     assert main(argv) == 0
     return out
 
