@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import math
-import re
 
 from everyscale.ladder.plan import (
     BUDGETS,
@@ -12,33 +10,15 @@ from everyscale.ladder.plan import (
     parse_target,
     parse_tokens,
 )
+from everyscale.scale import transfer
 
 
 def parse_lr_grid(text: str) -> tuple[float, ...]:
-    """'2^-8:2^-3' (every power of two in between) or a comma list '0.01,0.02,2^-4'."""
+    """'2^-8:2^-3' (every power of two in between) or a comma list '0.01,0.02,2^-4'.
 
-    def one(item: str) -> float:
-        item = item.strip()
-        match = re.fullmatch(r"2\^(-?\d+)", item)
-        try:
-            value = 2.0 ** int(match.group(1)) if match else float(item)
-        except ValueError:
-            raise ValueError(f"--lr-grid: cannot read {item!r}; write 2^-6 or 0.015") from None
-        if not (math.isfinite(value) and value > 0):
-            raise ValueError(f"--lr-grid: learning rates must be positive and finite, got {item}")
-        return value
-
-    if ":" in text:
-        lo_text, _, hi_text = text.partition(":")
-        lo, hi = one(lo_text), one(hi_text)
-        k_lo, k_hi = math.log2(lo), math.log2(hi)
-        if k_lo != round(k_lo) or k_hi != round(k_hi) or k_hi < k_lo:
-            raise ValueError(
-                f"--lr-grid: a range must run between powers of two, low to high (2^-8:2^-3), "
-                f"got {text!r}"
-            )
-        return tuple(2.0**k for k in range(round(k_lo), round(k_hi) + 1))
-    return tuple(one(item) for item in text.split(",") if item.strip())
+    The same grammar as ``everyscale transfer --lr-grid`` (one parser for both commands).
+    """
+    return tuple(transfer.parse_lr_grid(text))
 
 
 def register(subparsers) -> None:

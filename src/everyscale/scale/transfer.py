@@ -44,7 +44,7 @@ def _parse_number(text: str) -> float:
         value = float(match.group(1)) ** float(match.group(2)) if match else float(text)
     except (ValueError, OverflowError):
         raise ValueError(
-            f"lr-grid: cannot read {text!r}; write numbers (0.01), powers (2^-7), a range of "
+            f"--lr-grid: cannot read {text!r}; write numbers (0.01), powers (2^-7), a range of "
             "powers (2^-14:2^-1, optionally :STEP in the exponent) or a comma list of those"
         ) from None
     return value
@@ -58,7 +58,7 @@ def parse_lr_grid(text: str) -> list[float]:
     value is a ``ValueError``.
     """
     if not text or not text.strip():
-        raise ValueError("lr-grid: the grid is empty; give e.g. 2^-10:2^-3 or 0.001,0.01")
+        raise ValueError("--lr-grid: the grid is empty; give e.g. 2^-10:2^-3 or 0.001,0.01")
     values: list[float] = []
     for item in text.split(","):
         item = item.strip()
@@ -69,26 +69,29 @@ def parse_lr_grid(text: str) -> list[float]:
             values.append(_parse_number(parts[0]))
             continue
         if len(parts) > 3:
-            raise ValueError(f"lr-grid: a range is START:END[:STEP], got {item!r}")
+            raise ValueError(f"--lr-grid: a range is START:END[:STEP], got {item!r}")
         start, end = (_POWER.match(p) for p in parts[:2])
         if not start or not end or start.group(1) != end.group(1):
             raise ValueError(
-                f"lr-grid: a range needs two powers of the same base, like 2^-14:2^-1; got {item!r}"
+                "--lr-grid: a range needs two powers of the same base, like 2^-14:2^-1; "
+                f"got {item!r}"
             )
         step = _parse_number(parts[2]) if len(parts) == 3 else 1.0
         if step <= 0:
-            raise ValueError(f"lr-grid: the exponent step must be > 0, got {step}")
+            raise ValueError(f"--lr-grid: the exponent step must be > 0, got {step}")
         base = float(start.group(1))
         low, high = float(start.group(2)), float(end.group(2))
         if low > high:
-            low, high = high, low
+            raise ValueError(
+                f"--lr-grid: a range runs from low to high, like 2^-14:2^-1; got {item!r}"
+            )
         count = math.floor((high - low) / step + 1e-9) + 1
         values.extend(base ** (low + i * step) for i in range(count))
     if not values:
-        raise ValueError("lr-grid: the grid is empty; give e.g. 2^-10:2^-3 or 0.001,0.01")
+        raise ValueError("--lr-grid: the grid is empty; give e.g. 2^-10:2^-3 or 0.001,0.01")
     for value in values:
         if not math.isfinite(value) or value <= 0:
-            raise ValueError(f"lr-grid: every learning rate must be finite and > 0, got {value}")
+            raise ValueError(f"--lr-grid: every learning rate must be finite and > 0, got {value}")
     return sorted(set(values))
 
 
@@ -101,14 +104,14 @@ def parse_lr_grids(texts: Sequence[str], optimizers: Sequence[str]) -> dict[str,
         if sep:
             if name.strip() not in optimizers:
                 raise ValueError(
-                    f"lr-grid: {name.strip()!r} is not among --optimizers {','.join(optimizers)}"
+                    f"--lr-grid: {name.strip()!r} is not among --optimizers {','.join(optimizers)}"
                 )
             own[name.strip()] = parse_lr_grid(grid)
         else:
             shared = parse_lr_grid(text)
     missing = [opt for opt in optimizers if opt not in own]
     if missing and shared is None:
-        raise ValueError(f"lr-grid: no grid for {', '.join(missing)}; add GRID or PRESET=GRID")
+        raise ValueError(f"--lr-grid: no grid for {', '.join(missing)}; add GRID or PRESET=GRID")
     return {opt: own.get(opt, shared) for opt in optimizers}
 
 
@@ -338,9 +341,9 @@ class SweepConfig:
             update_family(preset)
             grid = self.lrs.get(preset)
             if not grid:
-                raise ValueError(f"lr-grid: no learning rates for {preset}; give e.g. 2^-10:2^-3")
+                raise ValueError(f"--lr-grid: no learning rates for {preset}; give e.g. 2^-10:2^-3")
             if any(not math.isfinite(lr) or lr <= 0 for lr in grid):
-                raise ValueError(f"lr-grid: every learning rate must be finite and > 0: {grid}")
+                raise ValueError(f"--lr-grid: every learning rate must be finite and > 0: {grid}")
         if self.seeds < 1:
             raise ValueError(f"seeds: give at least 1 seed, got {self.seeds}")
         parse_init(self.init)
