@@ -66,6 +66,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="KEY=VALUE",
         help="a preset option, e.g. --set momentum=0.95 or --set radius=8 (repeatable)",
     )
+    parser.add_argument(
+        "--base-width",
+        type=int,
+        default=None,
+        help="the proxy's width: show the scale plan (multipliers, lr factors) from it",
+    )
+    parser.add_argument(
+        "--base-depth", type=int, default=None, help="the proxy's depth (with --base-width)"
+    )
+    parser.add_argument(
+        "--alpha",
+        type=float,
+        default=1.0,
+        help="residual-branch exponent of the scale plan: 1 CompleteP, 0.5 depth-muP",
+    )
     parser.set_defaults(func=_describe)
 
 
@@ -88,5 +103,15 @@ def _describe(args: argparse.Namespace) -> int:
     options = dict(args.options)
     if args.lr is not None:
         options["lr"] = args.lr
+    if args.base_depth is not None and args.base_width is None:
+        raise ValueError("--base-depth needs --base-width (the proxy's width) too")
+    if args.base_width is not None:
+        from everyscale.scale import BaseShape
+
+        options.update(
+            base=BaseShape(width=args.base_width, depth=args.base_depth),
+            width=shape.get("width", getattr(model, "width", None)),
+            alpha=args.alpha,
+        )
     describe(model, args.preset, **options)
     return 0

@@ -511,7 +511,15 @@ def _describe_notes(opt: NormOptimizer, preset: str, overrides: dict[str, Any]) 
     return [textwrap.fill(note, width=92, subsequent_indent="  ") for note in notes]
 
 
-def describe(model: nn.Module, preset: str, **overrides: Any) -> str:
+def describe(
+    model: nn.Module,
+    preset: str,
+    *,
+    base: Any = None,
+    width: int | None = None,
+    alpha: float = 1.0,
+    **overrides: Any,
+) -> str:
     """Print and return the table of what ``preset`` does with each parameter of ``model``.
 
     Columns: name, shape, role, norm, radius, step, lr and the effective lr (the scalar that
@@ -520,10 +528,22 @@ def describe(model: nn.Module, preset: str, **overrides: Any) -> str:
     ``overrides``; it defaults to ``DEFAULT_LR[preset]``. Notes under the table say how to
     read the effective lr, the lr range of the Scion family and, for ``muon``, which preset
     takes the parameters that are not 2-D hidden matrices.
+
+    Given the proxy as ``base`` (a model, its base shapes, or an
+    :class:`everyscale.scale.BaseShape` together with the target's ``width``), the table is
+    the scale plan's instead: each parameter's width and depth multipliers, residual-branch
+    multiplier (``alpha``: 1 CompleteP, 1/2 depth-muP) and learning-rate factor, beside its
+    norm, radius and transferred learning rate (see :func:`everyscale.scale.plan`).
     """
     lr = overrides.pop("lr", None)
     opt = optimizer(model, preset, lr, **overrides)
-    table = describe_optimizer(opt, order=[name for name, _ in model.named_parameters()])
+    if base is None:
+        table = describe_optimizer(opt, order=[name for name, _ in model.named_parameters()])
+    else:
+        from everyscale.scale import plan  # scale builds on optim: import it only when asked
+
+        scale_plan = plan(model, preset, base, width=width, alpha=alpha)
+        table = scale_plan.table(scale_plan.apply(opt, model), model)
     text = "\n".join([table, *_describe_notes(opt, preset, overrides)])
     print(f"preset {preset}\n{text}")
     return text
