@@ -37,6 +37,7 @@ from tqdm.auto import tqdm
 
 from everyscale.ladder import naive
 from everyscale.ladder.plan import LadderPlan, RunSpec
+from everyscale.train.checkpoint import atomic_write_json
 
 # The law the prediction comes from, and the one reported beside it.
 PRIMARY_LAW = "chinchilla"
@@ -437,7 +438,7 @@ def _load_or_make_prediction(
         return json.loads(path.read_text())
     prediction = fit_and_predict(write_points(out / "points.csv", ladder), plan, ladder, target)
     prediction["written_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    _write_json_atomic(path, prediction)
+    atomic_write_json(path, prediction)
     return json.loads(path.read_text())
 
 
@@ -483,10 +484,4 @@ def _prepare_out(out: Path, plan: LadderPlan, resume: bool) -> None:
                 f"differ); use the same options as before or another --out"
             )
     (out / "runs").mkdir(parents=True, exist_ok=True)
-    _write_json_atomic(plan_path, plan.to_json())
-
-
-def _write_json_atomic(path: Path, data: dict) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, allow_nan=True) + "\n")
-    os.replace(tmp, path)
+    atomic_write_json(plan_path, plan.to_json())
