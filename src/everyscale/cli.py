@@ -7,8 +7,11 @@ which exposes `register(subparsers)`; every subcommand sets `func(args) -> int`.
 from __future__ import annotations
 
 import argparse
+import ast
 import importlib
+import json
 import sys
+from typing import Any
 
 from everyscale import __version__
 
@@ -20,6 +23,22 @@ COMMAND_MODULES = (
     "everyscale.scale.cli",  # transfer
     "everyscale.laws.cli",  # fit, predict, allocate
 )
+
+
+def parse_value(raw: str) -> Any:
+    """The VALUE of a ``KEY=VALUE`` option, read the same way by every subcommand.
+
+    JSON first (``0.1``, ``true``, ``[0.9, 0.95]``), then a Python literal (``True``,
+    ``(0.9, 0.95)``), else the text itself (a bare word such as ``match_rms_adamw``).
+    """
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError:
+        pass
+    try:
+        return ast.literal_eval(raw)
+    except (ValueError, SyntaxError):
+        return raw
 
 
 def build_parser() -> argparse.ArgumentParser:

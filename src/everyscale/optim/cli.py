@@ -7,22 +7,19 @@ everyscale describe --model cnn --preset muon --set adjust_lr_fn=match_rms_adamw
 from __future__ import annotations
 
 import argparse
-import ast
 from typing import Any
+
+from everyscale.cli import parse_value
 
 __all__ = ["register"]
 
 
 def _key_value(text: str) -> tuple[str, Any]:
-    """``KEY=VALUE`` with VALUE read as a Python literal when it is one (``0.9``, ``True``)."""
+    """``KEY=VALUE``, VALUE read by :func:`everyscale.cli.parse_value`."""
     if "=" not in text:
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
     key, raw = text.split("=", 1)
-    try:
-        value: Any = ast.literal_eval(raw)
-    except (ValueError, SyntaxError):
-        value = raw  # a bare word such as match_rms_adamw
-    return key.strip(), value
+    return key.strip(), parse_value(raw)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import math
 
+from everyscale.cli import parse_value
 from everyscale.scale.transfer import (
     SweepConfig,
     parse_init,
@@ -146,7 +147,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def parse_options(items: list[str], optimizers: list[str]) -> dict[str, dict]:
-    """``["scion.radius=1", ...]`` -> ``{"scion": {"radius": 1.0}}`` (numbers where they parse)."""
+    """``["scion.radius=1", ...]`` -> ``{"scion": {"radius": 1}}``; values by
+    :func:`everyscale.cli.parse_value`."""
     options: dict[str, dict] = {}
     for item in items:
         key, sep, value = item.partition("=")
@@ -155,11 +157,7 @@ def parse_options(items: list[str], optimizers: list[str]) -> dict[str, dict]:
             raise ValueError(f"option: write PRESET.KEY=VALUE, e.g. scion.radius=1; got {item!r}")
         if preset not in optimizers:
             raise ValueError(f"option: {preset!r} is not among --optimizers {','.join(optimizers)}")
-        try:
-            parsed: object = float(value) if "." in value or "e" in value else int(value)
-        except ValueError:
-            parsed = {"true": True, "false": False}.get(value.lower(), value)
-        options.setdefault(preset, {})[name] = parsed
+        options.setdefault(preset, {})[name] = parse_value(value)
     return options
 
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import sys
 from typing import Any
 
+from everyscale.cli import parse_value
 from everyscale.train.config import TrainConfig, cli_flag, known_optimizers
 from everyscale.train.data import DATASETS
 from everyscale.train.models import MODELS
@@ -46,16 +46,13 @@ _HELP = {
 
 
 def _parse_option(text: str) -> tuple[str, Any]:
-    """``KEY=VALUE``; VALUE is read as JSON when it parses (numbers, true, lists), else a string."""
+    """``KEY=VALUE``, VALUE read by :func:`everyscale.cli.parse_value`."""
     key, sep, value = text.partition("=")
     if not sep or not key:
         raise ValueError(
             f"--optimizer-option expects KEY=VALUE (e.g. weight_decay=0.1), got {text!r}"
         )
-    try:
-        return key, json.loads(value)
-    except json.JSONDecodeError:
-        return key, value
+    return key, parse_value(value)
 
 
 def register(subparsers) -> None:
