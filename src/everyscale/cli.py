@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "everyscale.optim.cli",  # describe
     "everyscale.scale.cli",  # transfer
     "everyscale.laws.cli",  # fit, predict, allocate
+    "everyscale.bench.cli",  # bench
 )
 
 
