@@ -165,6 +165,7 @@ def run_bench(
             contenders=contenders,
         )
         result["storage"] = url
+        result["machine"]["torch_threads"] = threads if threads is not None else previous_threads
         atomic_write_json(out / "bench.json", result)
         atomic_write_bytes(out / "report.md", markdown(result, command).encode())
         plot_profiles(result, out / "profile.png")
