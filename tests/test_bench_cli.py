@@ -100,7 +100,8 @@ def test_a_users_workload_by_module_attribute(tmp_path, monkeypatch):
         "def mine():\n"
         "    return Workload('mine', TrainConfig(model='mlp', data='digits', batch_size=32,\n"
         "                    steps=40), target=0.6, metric='val_error', eval_every=10,\n"
-        "                    model_factory=lambda: nn.Sequential(nn.Flatten(), nn.Linear(64, 10)))\n"
+        "                    model_factory=lambda: nn.Sequential(nn.Flatten(),\n"
+        "                                                        nn.Linear(64, 10)))\n"
     )
     monkeypatch.syspath_prepend(str(tmp_path))
     out = tmp_path / "b"

@@ -1,8 +1,10 @@
 """The bench's pieces: search spaces, contenders, the trial clock, the Optuna harness."""
 
+import itertools
 import math
 import os
 import socket
+from typing import ClassVar
 
 import pytest
 import schedulefree
@@ -63,7 +65,7 @@ def test_schedule_warms_up_then_decays_to_zero():
     values = [schedule_multiplier(s, 100, 0.1) for s in range(101)]
     assert values[0] == pytest.approx(0.1) and values[9] == pytest.approx(1.0)
     assert values[10] == pytest.approx(1.0) and values[100] == pytest.approx(0.0)
-    assert all(a >= b for a, b in zip(values[10:], values[11:]))
+    assert all(a >= b for a, b in itertools.pairwise(values[10:]))
 
 
 # ----------------------------------------------------------------------------- contenders
@@ -110,7 +112,7 @@ def test_torch_muon_takes_the_hidden_matrices_and_adamw_the_rest():
 
 
 def test_unknown_optimizer_names_the_flag():
-    with pytest.raises(ValueError, match="unknown optimizer 'adamx'.*--optimizers.*torch_adamw"):
+    with pytest.raises(ValueError, match=r"unknown optimizer 'adamx'.*--optimizers.*torch_adamw"):
         get_contender("adamx")
 
 
@@ -147,7 +149,7 @@ def test_evaluation_time_is_left_out_of_the_clock(digits):
 
 
 class _RecordingSF(schedulefree.AdamWScheduleFree):
-    calls: list = []
+    calls: ClassVar[list[str]] = []
 
     def train(self):
         self.calls.append("train")

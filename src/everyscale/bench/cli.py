@@ -6,6 +6,7 @@ import argparse
 import json
 import shlex
 import sys
+from pathlib import Path
 from typing import Any
 
 from everyscale.cliargs import (
@@ -207,17 +208,15 @@ def main(args: argparse.Namespace) -> int:
         command=command,
     )
     from everyscale.bench.report import markdown
+    from everyscale.train.checkpoint import atomic_write_bytes, atomic_write_json
 
-    text = markdown(result, command)
     if args.markdown:
-        with open(args.markdown, "w") as f:
-            f.write(text)
+        atomic_write_bytes(Path(args.markdown), markdown(result, command).encode())
     if args.json_out == STDOUT:
         print(json.dumps(result, indent=2))
     else:
         if args.json_out:
-            with open(args.json_out, "w") as f:
-                json.dump(result, f, indent=2)
+            atomic_write_json(Path(args.json_out), result)
         print(_summary_lines(result))
         print(f"wrote {args.out}/bench.json, report.md, profile.png")
     return 0

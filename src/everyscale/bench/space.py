@@ -90,6 +90,19 @@ SPACES: dict[str, dict[str, Range]] = {
         "momentum": Range(0.85, 0.98),
         "adam_lr": Range(1e-4, 3e-2, log=True),
     },
+    "shampoo": {
+        "lr": Range(1e-4, 3e-2, log=True),
+        "warmup": _WARMUP,
+        "weight_decay": _DECAY,
+        "momentum": _BETA,
+    },
+    "normuon": {  # lr on the Adam-like RMS scale (its default is 1e-3)
+        "lr": Range(1e-4, 3e-2, log=True),
+        "warmup": _WARMUP,
+        "weight_decay": _DECAY,
+        "momentum": Range(0.85, 0.98),
+        "adam_lr": Range(1e-4, 3e-2, log=True),
+    },
     "scion": {  # lr * radius is the step: 2^-14 .. 2^-8 with the default radii (50, 3000)
         "lr": Range(2.0**-14, 2.0**-8, log=True),
         "warmup": _WARMUP,
@@ -126,6 +139,10 @@ FAMILY: dict[str, str] = {
     "signsgd": "sign",
     "signum": "sign",
     "lion": "sign",
+    # the adaptive presets (everyscale.optim, when this install has them)
+    "soap": "adam",
+    "shampoo": "shampoo",
+    "normuon": "normuon",
 }
 
 #: parameters of its family that an optimizer does not have (signSGD has no momentum)

@@ -170,16 +170,16 @@ def _model_for(config: TrainConfig, dataset) -> nn.Module:
 
 _SHAPES = {
     "gpt": dict(
-        config=dict(model="gpt", width=64, depth=2, heads=2, context=64, batch_size=16, steps=400),
+        config=dict(model="gpt", width=64, depth=2, heads=2, context=64, batch_size=16, steps=300),
         metric="val_loss",
         eval_every=25,
         val_examples=64,
     ),
     "fashion": dict(
-        config=dict(model="cnn", data="fashion-mnist", width=16, depth=2, batch_size=64, steps=300),
+        config=dict(model="cnn", data="fashion-mnist", width=16, depth=2, batch_size=64, steps=200),
         metric="val_error",
-        eval_every=25,
-        val_examples=2000,
+        eval_every=20,
+        val_examples=1000,
     ),
     "digits": dict(
         config=dict(model="mlp", data="digits", width=64, depth=2, batch_size=64, steps=200),
