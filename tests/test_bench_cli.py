@@ -3,6 +3,7 @@
 import fcntl
 import json
 import math
+import shutil
 
 import pytest
 
@@ -56,6 +57,23 @@ def test_resume_with_other_settings_is_refused(tiny, capsys):
     argv = ["bench", "--budget", "tiny", "--out", str(tiny), "--resume", "--trials", "3"]
     assert main([*argv, "--quiet"]) == 2
     assert "other settings (trials" in capsys.readouterr().err
+
+
+def test_resume_with_another_optimizer_reuses_the_shared_studies(tiny, tmp_path):
+    out = tmp_path / "more"
+    shutil.copytree(tiny, out)
+    before = json.loads((out / "bench.json").read_text())
+    argv = ["bench", "--budget", "tiny", "--optimizers", "adamw,torch_adamw,signum"]
+    assert main([*argv, "--out", str(out), "--resume", "--quiet"]) == 0
+    after = json.loads((out / "bench.json").read_text())
+    assert after["overhead"]["trials"] == 6  # signum's 3 studies x 2 trials, nothing else
+    for name in ("adamw", "torch_adamw"):
+        assert after["seconds_to_target"][name] == before["seconds_to_target"][name]
+    assert set(json.loads((out / "plan.json").read_text())["optimizers"]) == {
+        "adamw",
+        "torch_adamw",
+        "signum",
+    }
 
 
 def test_a_locked_out_is_refused(tmp_path, capsys):

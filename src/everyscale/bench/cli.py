@@ -148,7 +148,9 @@ def plan_from_args(args: argparse.Namespace):
         budget["optimizers"] or default_optimizers()
     )
     names = _names(args.workloads, "--workloads") or list(budget["workloads"])
-    workloads, skipped = resolve_workloads(names, parse_targets(args.target))
+    workloads, skipped = resolve_workloads(
+        names, parse_targets(args.target), for_reference=args.reference
+    )
     options = parse_per_optimizer(args.options, "--option", optimizers)
     if args.compile:
         for name in HEAVYBALL:
@@ -172,10 +174,18 @@ def plan_from_args(args: argparse.Namespace):
 
 
 def _reference(plan) -> int:
-    from everyscale.bench.workloads import REFERENCE, reference_values, target_from_reference
+    from everyscale.bench.workloads import (
+        REFERENCE,
+        reference_hparams,
+        reference_values,
+        target_from_reference,
+    )
 
-    print(f"reference: {REFERENCE['optimizer']} {REFERENCE['hparams']} for half the step budget")
+    print(
+        f"reference: {REFERENCE['optimizer']} for half the step budget, seeds {REFERENCE['seeds']}"
+    )
     for workload in plan.workloads:
+        print(f"{workload.name}: {reference_hparams(workload.name)}")
         values = reference_values(workload, progress=True)
         print(
             f"{workload.name} on {workload.config.data}: {workload.metric} "

@@ -83,7 +83,10 @@ def _import_workload(spec: str) -> Workload:
 
 
 def resolve_workloads(
-    names: Sequence[str | Workload], targets: dict[str, float] | None = None
+    names: Sequence[str | Workload],
+    targets: dict[str, float] | None = None,
+    *,
+    for_reference: bool = False,
 ) -> tuple[list[Workload], dict[str, str]]:
     """``(workloads that can run here, {skipped name: why})``.
 
@@ -102,7 +105,7 @@ def resolve_workloads(
             targets.pop(item, None)
             continue
         else:
-            workload = builtin_workload(item, targets.get(item))
+            workload = builtin_workload(item, targets.get(item), for_reference=for_reference)
         if workload.name in targets:
             workload = workload.with_target(targets.pop(workload.name))
         workloads.append(workload)

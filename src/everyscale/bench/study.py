@@ -102,8 +102,11 @@ class BenchPlan:
         return {k: v for k, v in self.options.get(name, {}).items() if k not in fixed}
 
     def fingerprint(self) -> dict[str, Any]:
-        """What must match for ``--resume`` to continue these studies."""
+        """What must match for ``--resume`` to continue these studies: the trial budget and
+        seed, each workload's target and budget, each optimizer's options and space."""
         return {
+            "trials": self.trials,
+            "seed": self.seed,
             "workloads": {
                 w.name: {
                     "target": w.target,
@@ -113,13 +116,11 @@ class BenchPlan:
                 }
                 for w in self.workloads
             },
-            "optimizers": list(self.optimizers),
-            "trials": self.trials,
-            "studies": self.studies,
-            "seed": self.seed,
-            "options": json.loads(json.dumps(self.options, default=str)),
-            "spaces": {
-                name: {k: [r.low, r.high, r.log] for k, r in self.space_of(name)[0].items()}
+            "optimizers": {
+                name: {
+                    "options": json.loads(json.dumps(self.options.get(name, {}), default=str)),
+                    "space": {k: [r.low, r.high, r.log] for k, r in self.space_of(name)[0].items()},
+                }
                 for name in self.optimizers
             },
         }
@@ -240,7 +241,7 @@ class Harness:
             "target": workload.target,
             "metric": workload.metric,
             "steps": workload.steps,
-            "space": self.plan.fingerprint()["spaces"][optimizer],
+            **self.plan.fingerprint()["optimizers"][optimizer],
         }
         recorded = study.user_attrs.get("setup")
         if recorded is None:
@@ -441,16 +442,32 @@ def _overhead(rows: list[Mapping[str, Any]]) -> dict[str, Any]:
     }
 
 
+def plan_conflicts(recorded: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """What differs between two plan fingerprints on what they share.
+
+    Adding or leaving out workloads, optimizers or studies is no conflict: each study is one
+    (workload, optimizer, repetition), and a resumed bench reuses those it shares.
+    """
+    conflicts = [k for k in ("trials", "seed") if recorded.get(k) != current[k]]
+    for group in ("workloads", "optimizers"):
+        for name, settings in current[group].items():
+            if name in recorded.get(group, {}) and recorded[group][name] != settings:
+                conflicts.append(f"{group[:-1]} {name}")
+    return conflicts
+
+
 def write_plan(out: Path, plan: BenchPlan, resume: bool) -> None:
-    """Record the plan; on resume, refuse a different one (its studies would not match)."""
+    """Record the plan; on resume, refuse one whose shared studies would not match."""
     path = out / PLAN_NAME
     fingerprint = json.loads(json.dumps(plan.fingerprint()))
     if resume and path.exists():
         recorded = json.loads(path.read_text())
-        if recorded != fingerprint:
-            changed = sorted(k for k in fingerprint if recorded.get(k) != fingerprint[k])
+        changed = plan_conflicts(recorded, fingerprint)
+        if changed:
             raise ValueError(
                 f"--resume: {out} holds a bench with other settings ({', '.join(changed)}); "
                 "resume with the same flags, or choose another --out"
             )
+        for group in ("workloads", "optimizers"):  # remember everything measured there
+            fingerprint[group] = {**recorded.get(group, {}), **fingerprint[group]}
     atomic_write_json(path, fingerprint)
