@@ -28,6 +28,8 @@ def test_tiny_writes_the_report(tiny, capsys):
     for studies in result["studies_detail"]["digits"].values():
         assert len(studies) == 3 and all(s["trials"] == 2 for s in studies)
     assert result["overhead"]["trials"] == 12
+    steps = result["steps_to_target"]["torch_adamw"]["digits"]
+    assert steps is None or (steps % 5 == 0 and 0 < steps <= 200)  # evaluated every 10 steps
     assert result["machine"]["cpu"]
     report = (tiny / "report.md").read_text()
     assert "Time to target against tuned torch_adamw" in report and "| adamw |" in report

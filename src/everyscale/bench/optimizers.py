@@ -193,6 +193,9 @@ def _sfadamw(model, hp, options, steps):
     )
 
 
+_HEAVYBALL_COMPILE_MODE: list[Any] = []  # heavyball's own default, read before we change it
+
+
 def _heavyball(class_name: str) -> Builder:
     def build(model, hp, options, steps):
         heavyball = _require("heavyball")
@@ -200,7 +203,9 @@ def _heavyball(class_name: str) -> Builder:
         compile_step = bool(options.pop("compile", False))
         # heavyball reads this module-wide switch when a kernel is first called.
         utils = importlib.import_module("heavyball.utils")
-        utils.compile_mode = "max-autotune-no-cudagraphs" if compile_step else None
+        if not _HEAVYBALL_COMPILE_MODE:
+            _HEAVYBALL_COMPILE_MODE.append(utils.compile_mode)
+        utils.compile_mode = _HEAVYBALL_COMPILE_MODE[0] if compile_step else None
         return getattr(heavyball, class_name)(
             model.parameters(),
             lr=hp["lr"],

@@ -67,6 +67,15 @@ def _best_trial(trials) -> dict[str, Any] | None:
     return {"number": best.number, "seconds": best.value, **best.result}
 
 
+def _median_steps(studies: list[dict[str, Any]]) -> float | None:
+    """The median over studies of the best trial's steps to target (a miss counts as none)."""
+    values = sorted(
+        math.inf if s["best"] is None else s["best"]["steps_to_target"] for s in studies
+    )
+    middle = float(np.median(values)) if values else math.inf
+    return middle if math.isfinite(middle) else None
+
+
 def summarize(collected, plan, *, skipped: dict[str, str], overhead: dict, contenders) -> dict:
     """Scores and the records behind them, ready for ``bench.json``."""
     optimizers = list(plan.optimizers)
@@ -89,6 +98,7 @@ def summarize(collected, plan, *, skipped: dict[str, str], overhead: dict, conte
                 }
                 for k, trials in enumerate(collected[w.name][o])
             ]
+    steps = {o: {w.name: _median_steps(studies[w.name][o]) for w in workloads} for o in optimizers}
     ratios = performance_ratios(times) if workloads else {o: {} for o in optimizers}
     scores = benchmark_scores(ratios) if workloads else {}
     baseline = next((b for b in BASELINES if b in optimizers), None)
@@ -143,6 +153,7 @@ def summarize(collected, plan, *, skipped: dict[str, str], overhead: dict, conte
         "seconds_to_target": {
             o: {w: _json_time(t) for w, t in row.items()} for o, row in times.items()
         },
+        "steps_to_target": steps,
         "ratios": {o: {w: _json_time(r) for w, r in row.items()} for o, row in ratios.items()},
         "vs_baseline": vs_baseline,
         "scores": scores,
@@ -197,12 +208,19 @@ def markdown(result: dict, command: str | None = None) -> str:
             b = "-" if score is None else f"{score:.3f}"
             lines.append(f"| {o} | " + " | ".join(cells) + f" | {b} |")
         lines.append("")
-    lines += ["## Seconds to target (median over studies of the fastest trial)", ""]
-    lines.append("| optimizer | " + " | ".join(workloads) + " |")
-    lines.append("|---|" + "---|" * len(workloads))
+    lines += [
+        "## Seconds to target (median over studies of the fastest trial; its steps)",
+        "",
+        "| optimizer | " + " | ".join(workloads) + " |",
+        "|---|" + "---|" * len(workloads),
+    ]
     for o in optimizers:
-        row = result["seconds_to_target"][o]
-        lines.append(f"| {o} | " + " | ".join(_fmt_seconds(row[w]) for w in workloads) + " |")
+        row, steps = result["seconds_to_target"][o], result["steps_to_target"][o]
+        cells = [
+            _fmt_seconds(row[w]) + ("" if steps[w] is None else f" ({steps[w]:g} steps)")
+            for w in workloads
+        ]
+        lines.append(f"| {o} | " + " | ".join(cells) + " |")
     lines += [
         "",
         f"## Performance ratios r = t / t_best and score B (r_max = {result['r_max']:g})",
