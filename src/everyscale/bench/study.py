@@ -272,11 +272,8 @@ class Harness:
         import optuna
         from optuna.trial import TrialState
 
-        host = self.worker.split(":")[0]
         for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            worker = str(t.user_attrs.get("worker", ""))
-            w_host, _, w_pid = worker.rpartition(":")
-            if w_host == host and w_pid.isdigit() and not _pid_alive(int(w_pid)):
+            if self._is_mine_dead(t):
                 trial = optuna.trial.Trial(study, t._trial_id)
                 trial.set_user_attr("worker", self.worker)
                 return trial
@@ -285,6 +282,8 @@ class Harness:
         return trial
 
     def _pending(self, study) -> int:
+        """Trials the study still needs: its budget less the finished trials and those
+        running elsewhere (another machine sharing the storage, or a live process here)."""
         from optuna.trial import TrialState
 
         states = (TrialState.COMPLETE, TrialState.RUNNING)
@@ -296,6 +295,7 @@ class Harness:
         return self.plan.trials - len(busy)
 
     def _is_mine_dead(self, t) -> bool:
+        """A running trial left by a process of this host that is no longer alive."""
         worker = str(t.user_attrs.get("worker", ""))
         w_host, _, w_pid = worker.rpartition(":")
         host = self.worker.split(":")[0]
@@ -303,8 +303,12 @@ class Harness:
 
     # ---------------------------------------------------------------- one trial
 
-    def run_one(self, study, workload: Workload, contender: Contender, repetition: int) -> None:
+    def run_one(self, study, workload: Workload, contender: Contender, repetition: int) -> bool:
+        """Run the study's next trial; ``False`` when it already holds its budget (asked each
+        time: a shared storage fills from several machines)."""
         start = time.perf_counter()
+        if self._pending(study) <= 0:
+            return False
         trial = self._claim(study)
         space, fixed = self.plan.space_of(contender.name)
         hparams = {
@@ -339,6 +343,7 @@ class Harness:
                 "overhead_seconds": max(0.0, wall - measured),
             }
         )
+        return True
 
     # ---------------------------------------------------------------- the plan
 
@@ -352,10 +357,9 @@ class Harness:
             for o in plan.optimizers
         }
         total = len(studies) * plan.trials
-        left = {key: max(0, self._pending(s)) for key, s in studies.items()}
         bar = tqdm(
             total=total,
-            initial=total - sum(left.values()),
+            initial=total - sum(max(0, self._pending(s)) for s in studies.values()),
             disable=not self.progress,
             desc="bench",
             unit="trial",
@@ -366,18 +370,20 @@ class Harness:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # Sobol balance notes, experimental features
-                for w in plan.workloads:
-                    for k in range(plan.studies):
-                        for _ in range(plan.trials):
-                            for o in plan.optimizers:
-                                if left[(w.name, o, k)] <= 0:
-                                    continue
-                                bar.set_postfix_str(f"{w.name} {o} study {k}", refresh=False)
-                                self.run_one(studies[(w.name, o, k)], w, contenders[o], k)
-                                left[(w.name, o, k)] -= 1
-                                bar.update(1)
+                for w, k, o in self._order():
+                    bar.set_postfix_str(f"{w.name} {o} study {k}", refresh=False)
+                    if self.run_one(studies[(w.name, o, k)], w, contenders[o], k):
+                        bar.update(1)
         finally:
             bar.close()
+
+    def _order(self) -> Iterator[tuple[Workload, int, str]]:
+        """For each workload and study repetition, trial by trial, every optimizer in turn."""
+        for w in self.plan.workloads:
+            for k in range(self.plan.studies):
+                for _ in range(self.plan.trials):
+                    for o in self.plan.optimizers:
+                        yield w, k, o
 
     def _warm_up(self, contenders: Mapping[str, Contender]) -> None:
         """Load each workload's data and build each optimizer once before any trial's clock
