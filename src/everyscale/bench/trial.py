@@ -111,6 +111,17 @@ def _step(model, optimizer, dataset, workload, generator, lrs, multiplier) -> fl
     return value
 
 
+def _evaluate(workload, model, dataset, optimizer, contender) -> tuple[float, float]:
+    """``(metric, seconds)``, in the optimizer's evaluation mode (Schedule-Free)."""
+    tick = time.perf_counter()
+    _set_mode(optimizer, contender, training=False)
+    value = workload.evaluate(model, dataset)
+    _set_mode(optimizer, contender, training=True)
+    if not math.isfinite(value):
+        raise _Diverged(f"non-finite validation {workload.metric} {value}")
+    return value, time.perf_counter() - tick
+
+
 def run_trial(
     workload: Workload,
     contender: Contender,
@@ -161,13 +172,8 @@ def run_trial(
                 step_seconds.append(time.perf_counter() - tick)
                 if (step + 1) % workload.eval_every and step + 1 < steps:
                     continue
-                tick = time.perf_counter()
-                _set_mode(optimizer, contender, training=False)
-                last = workload.evaluate(model, dataset)
-                _set_mode(optimizer, contender, training=True)
-                eval_seconds += time.perf_counter() - tick
-                if not math.isfinite(last):
-                    raise _Diverged(f"non-finite validation {workload.metric} {last}")
+                last, seconds = _evaluate(workload, model, dataset, optimizer, contender)
+                eval_seconds += seconds
                 best = min(best, last)
                 if last <= workload.target:
                     reached = True
