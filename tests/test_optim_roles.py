@@ -287,3 +287,37 @@ def test_module_docstring_gives_every_preset_its_update():
         entry = doc.split(f"\n``{name}``", 1)  # a definition-list entry for each preset
         assert len(entry) == 2, name
         assert "W <-" in entry[1].split("\n``", 1)[0], name  # whose text has the update
+
+
+def test_a_new_preset_is_one_descriptor():
+    """register_preset: optimizer, scale's update family and the batch-size rule all read it."""
+    from dataclasses import dataclass
+
+    from everyscale.optim import PresetSpec, get_preset, register_preset
+    from everyscale.optim.registry import _REGISTRY
+    from everyscale.scale import update_family
+    from everyscale.train.schedules import batch_size_rule
+
+    @dataclass(frozen=True)
+    class PlainOptions:
+        momentum: float = 0.5
+        weight_decay: float = 0.0
+
+    def settings(lr, options, param):
+        return {"norm": "identity", "step": "sharp", "momentum_style": "heavy_ball",
+                "momentum": options.momentum, "weight_decay": options.weight_decay}  # fmt: skip
+
+    spec = PresetSpec("plain_test", 0.05, "linear", PlainOptions, settings, {"all": "identity"})
+    register_preset(spec)
+    try:
+        assert "plain_test" in PRESETS and get_preset("plain_test") is spec
+        opt = make_optimizer(_gpt(), "plain_test", momentum=0.25)
+        assert {(g["lr"], g["momentum"]) for g in opt.param_groups} == {(0.05, 0.25)}
+        assert update_family("plain_test") == "linear" and batch_size_rule("plain_test") == "linear"
+        with pytest.raises(ValueError, match="does not take radius; its options are"):
+            make_optimizer(_gpt(), "plain_test", radius=2.0)
+        with pytest.raises(ValueError, match="already registered"):
+            register_preset(spec)
+    finally:
+        del _REGISTRY["plain_test"]
+    assert "plain_test" not in PRESETS

@@ -44,12 +44,11 @@ from typing import Literal
 import torch
 from torch import nn
 
+from everyscale.optim.registry import get_preset
 from everyscale.scale.rules import depth_lr_factor, residual_multiplier, update_family
 
 WidthRule = Literal["none", "mup"]
 
-# Presets whose role norms make every parameter's update width independent by construction.
-NORM_SCALED_PRESETS = frozenset({"scion", "uscion", "clipped_scion"})
 ROLES = ("input", "hidden", "output", "vector", "tied")
 # The optimizer steps that use a group's radius (steepest-descent "sharp" steps do not).
 RADIUS_STEPS = ("constrained", "unconstrained", "clipped")  # tied: one embedding/head matrix
@@ -250,11 +249,11 @@ def _role_names(roles: Mapping[str, object]) -> dict[str, str]:
 
 
 def _width_lr_factor(preset: str, role: str, m_in: float, m_out: float, rule: str) -> float:
-    """muP's learning-rate column [Y, TP5 Table 3]; 1 for the norm-scaled presets."""
-    if rule == "none" or preset in NORM_SCALED_PRESETS:
+    """muP's learning-rate column [Y, TP5 Table 3]; 1 where the preset's geometry already
+    meets the spectral condition (its descriptor's ``width_independent_roles``: every role
+    for the Scion family, the hidden matrices for Muon)."""
+    if rule == "none" or role in get_preset(preset).width_independent_roles:
         return 1.0
-    if preset == "muon" and role == "hidden":
-        return 1.0  # Muon's spectral update already meets the spectral condition
     role = "input" if role == "tied" else role  # a tied matrix is stored as the embedding
     if update_family(preset) == "linear":
         return {"input": m_out, "hidden": 1.0, "output": 1 / m_in, "vector": m_out}[role]
@@ -439,3 +438,32 @@ def init_(
                 else:
                     norm.init_(p, group["radius"] if init_radius is None else init_radius)
     return model
+
+
+def describe_plan(
+    model: nn.Module,
+    preset: str,
+    base: nn.Module | Mapping[str, Sequence[int]] | BaseShape,
+    *,
+    width: int | None = None,
+    alpha: float = 1.0,
+    **overrides,
+) -> str:
+    """Print and return :func:`everyscale.optim.describe`'s table as the scale plan sees it.
+
+    Given the proxy as ``base`` (a model, its base shapes, or a :class:`BaseShape` together
+    with the target's ``width``), each parameter's width and depth multipliers,
+    residual-branch multiplier (``alpha``: 1 CompleteP, 1/2 depth-muP) and learning-rate
+    factor appear beside its norm, radius and transferred learning rate (see :func:`plan`);
+    ``overrides`` (``lr`` among them) go to the preset.
+    """
+    from everyscale.optim import optimizer
+    from everyscale.optim.presets import describe_notes
+
+    lr = overrides.pop("lr", None)
+    opt = optimizer(model, preset, lr, **overrides)
+    scale_plan = plan(model, preset, base, width=width, alpha=alpha)
+    table = scale_plan.table(scale_plan.apply(opt, model), model)
+    text = "\n".join([table, *describe_notes(opt, preset, overrides)])
+    print(f"preset {preset}\n{text}")
+    return text
