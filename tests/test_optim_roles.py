@@ -66,10 +66,23 @@ def test_roles_follow_forward_order_not_registration_order():
     }
 
 
-def test_without_example_input_registration_order_with_warning():
-    with pytest.warns(UserWarning, match="registration order"):
+def test_without_example_input_every_matrix_is_hidden_with_one_warning():
+    """Nothing tells which end is which: the safe geometry, and the guesses named once."""
+    with pytest.warns(UserWarning, match="stem.weight") as caught:
         roles = assign_roles(Reversed())
-    assert roles["head.weight"] == Role.INPUT  # the documented fallback, visibly wrong here
+    assert len([w for w in caught if "assign_roles" in str(w.message)]) == 1
+    assert "input layer or the head" in str(caught[0].message)
+    assert {roles[n] for n in ("head.weight", "middle.weight", "stem.weight")} == {Role.HIDDEN}
+    assert roles["scale"] == Role.VECTOR
+
+
+def test_sequential_structure_decides_without_warning():
+    seq = nn.Sequential(nn.Linear(5, 8), nn.ReLU(), nn.Sequential(nn.Linear(8, 8)), nn.Linear(8, 3))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        roles = assign_roles(seq)
+    assert [roles[f"{i}.weight"] for i in (0, 3)] == [Role.INPUT, Role.OUTPUT]
+    assert roles["2.0.weight"] == Role.HIDDEN
 
 
 def test_overrides_by_pattern_first_match_wins():

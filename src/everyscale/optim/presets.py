@@ -100,6 +100,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from everyscale.optim.layouts import layout_of, unreadable_message
 from everyscale.optim.norms import Adam
 from everyscale.optim.optimizer import NormOptimizer, _check_nonnegative
 from everyscale.optim.registry import (
@@ -111,7 +112,7 @@ from everyscale.optim.registry import (
     preset_options,
     register_preset,
 )
-from everyscale.optim.roles import Role, assign_roles, parameter_modules
+from everyscale.optim.roles import Role, assign_roles
 
 __all__ = ["DEFAULT_LR", "PRESETS", "describe", "describe_optimizer", "optimizer"]
 
@@ -365,31 +366,43 @@ for _spec in _BUILTINS:
     register_preset(_spec, replace=True)
 
 
-def _kind(p: torch.Tensor, module: nn.Module | None) -> str:
-    """What a parameter is for the geometry (see ``registry.ParamKind``)."""
+def _kind(p: torch.Tensor) -> str:
+    """What a tensor given without its module is: a vector, a matrix or a kernel."""
     if p.ndim <= 1:
         return "vector"
-    if isinstance(module, nn.Embedding):
-        return "embedding"
     return "conv" if p.ndim >= 3 else "matrix"
 
 
+def _model_entries(
+    model: nn.Module, example_input: Any, role_overrides: Any, spec: PresetSpec
+) -> list[tuple[ParamInfo, dict[str, Any]]]:
+    """Roles from ``assign_roles``, kinds and layouts from the layout registry."""
+    with warnings.catch_warnings():
+        if not spec.uses_roles:  # roles only label the table: no warning about their order
+            warnings.simplefilter("ignore", UserWarning)
+        roles = assign_roles(model, example_input=example_input, overrides=role_overrides)
+    named = dict(model.named_parameters())
+    entries = []
+    for name, role in roles.items():
+        p = named[name]
+        layout = layout_of(model, name, p)
+        if layout is None and spec.reads_matrices:
+            raise ValueError(f"{spec.name}: {unreadable_message(model, name, p)}")
+        extra: dict[str, Any] = {}
+        if layout is not None and spec.reads_matrices and layout.reshapes(p.shape):
+            layout.check(p.shape, f"parameter {name!r}")
+            extra["layout"] = layout.config()
+        kind = _kind(p) if layout is None else layout.kind
+        entries.append((ParamInfo(name, p, role, kind), extra))
+    return entries
+
+
 def _entries(
-    params_or_model: Any, example_input: Any, role_overrides: Any, uses_roles: bool = True
+    params_or_model: Any, example_input: Any, role_overrides: Any, spec: PresetSpec
 ) -> list[tuple[ParamInfo, dict[str, Any]]]:
     """``(ParamInfo, group_overrides)`` for every trainable parameter."""
     if isinstance(params_or_model, nn.Module):
-        model = params_or_model
-        with warnings.catch_warnings():
-            if not uses_roles:  # roles only label the table: no warning about their order
-                warnings.simplefilter("ignore", UserWarning)
-            roles = assign_roles(model, example_input=example_input, overrides=role_overrides)
-        owners = parameter_modules(model)
-        named = dict(model.named_parameters())
-        return [
-            (ParamInfo(n, named[n], role, _kind(named[n], owners.get(n))), {})
-            for n, role in roles.items()
-        ]
+        return _model_entries(params_or_model, example_input, role_overrides, spec)
 
     if role_overrides:
         raise ValueError("roles= needs a model (nn.Module), not a list of parameters")
@@ -420,7 +433,7 @@ def _entries(
             if not p.requires_grad:
                 continue
             role = Role.VECTOR if p.ndim <= 1 else Role.HIDDEN
-            entries.append((ParamInfo(name, p, role, _kind(p, None)), extra))
+            entries.append((ParamInfo(name, p, role, _kind(p)), extra))
     return entries
 
 
@@ -459,7 +472,7 @@ def optimizer(
         params_or_model,
         overrides.get("example_input"),
         overrides.get("roles"),
-        uses_roles=spec.uses_roles,
+        spec,
     )
     if not entries:
         raise ValueError("optimizer: no trainable parameters (all have requires_grad=False)")
@@ -469,6 +482,8 @@ def optimizer(
     groups: dict[str, dict[str, Any]] = {}
     for info, extra in entries:
         settings = {"lr": lr, **spec.settings(lr, options, info)}
+        if settings.get("norm") in ("adam", "identity"):  # elementwise: no matrices to read
+            extra = {k: v for k, v in extra.items() if k != "layout"}
         settings.update(extra)
         settings["role"] = info.role.value
         settings["preset"] = preset
@@ -489,7 +504,7 @@ def _effective_lr(group: dict[str, Any], opt: NormOptimizer, shape: torch.Size) 
     """The scalar in front of the update direction: ``lr rho s`` for LMO steps, ``lr`` else."""
     if group["step"] == "sharp":
         return group["lr"]
-    return group["lr"] * group["radius"] * opt.norm_of(group).scale(shape)
+    return group["lr"] * group["radius"] * opt.shape_factor(group, shape)
 
 
 def _lr_label(lr: float) -> str:
@@ -499,11 +514,19 @@ def _lr_label(lr: float) -> str:
 
 
 def describe_optimizer(opt: NormOptimizer, order: list[str] | None = None) -> str:
-    """The table of a ``NormOptimizer``: one row per parameter (in ``order`` if given)."""
+    """The table of a ``NormOptimizer``: one row per parameter (in ``order`` if given).
+
+    A ``matrices`` column appears when some parameter is read as several logical matrices or
+    as a transposed storage (its layout): e.g. ``3x128x128 q,k,v T`` for GPT-2's ``c_attn``.
+    """
     header = ("name", "shape", "role", "norm", "radius", "step", "lr", "effective lr")
+    with_layouts = any(opt.layout_of(g) is not None for g in opt.param_groups)
+    if with_layouts:
+        header += ("matrices",)
     rows = []
     for group in opt.param_groups:
         norm = opt.norm_of(group)
+        layout = opt.layout_of(group)
         names = group.get("param_names") or [f"param{i}" for i in range(len(group["params"]))]
         for name, p in zip(names, group["params"]):
             radius = (
@@ -511,7 +534,7 @@ def describe_optimizer(opt: NormOptimizer, order: list[str] | None = None) -> st
                 if group["step"] == "sharp" or isinstance(norm, Adam)
                 else f"{group['radius']:g}"
             )
-            rows.append((
+            row = (
                 name,
                 "x".join(str(s) for s in p.shape) or "scalar",
                 str(group.get("role", "-")),
@@ -520,7 +543,10 @@ def describe_optimizer(opt: NormOptimizer, order: list[str] | None = None) -> st
                 group["step"],
                 _lr_label(group["lr"]),
                 f"{_effective_lr(group, opt, p.shape):.4g}",
-            ))  # fmt: skip
+            )
+            if with_layouts:
+                row += (layout.describe(p.shape) if layout is not None else "-",)
+            rows.append(row)
     if order is not None:
         position = {name: i for i, name in enumerate(order)}
         rows.sort(key=lambda row: position.get(row[0], len(position)))

@@ -36,6 +36,7 @@ from typing import Any, Literal, NamedTuple
 
 from torch import Tensor
 
+from everyscale.optim.layouts import ParamKind
 from everyscale.optim.roles import Role
 
 __all__ = [
@@ -56,18 +57,13 @@ __all__ = [
 #:  every LMO step; clipped Scion is steepest descent only for small gradients).
 UpdateFamily = Literal["linear", "normalized"]
 
-#: What a parameter is, as far as a preset's geometry cares (from its layout):
-#: ``"matrix"`` (one or a stack of ``(out, in)`` matrices), ``"conv"`` (a kernel
-#: ``(out, in, *k)``), ``"embedding"`` (a lookup table whose rows are vectors) or ``"vector"``
-#: (biases, gains, scalars, class/register tokens).
-ParamKind = Literal["matrix", "conv", "embedding", "vector"]
 
 #: options every preset accepts besides its own (they are not preset settings)
 COMMON_OPTIONS = frozenset({"weight_decay", "foreach", "nonfinite", "example_input", "roles"})
 
 
 class ParamInfo(NamedTuple):
-    """One parameter as a preset's ``settings`` function sees it."""
+    """One parameter as a preset's ``settings`` function sees it (``kind`` from its layout)."""
 
     name: str
     param: Tensor
