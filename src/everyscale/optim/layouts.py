@@ -340,7 +340,7 @@ def init_(norm: Any, layout: Layout | None, p: Tensor, radius: float) -> Tensor:
     if layout is None or not layout.reshapes(p.shape):
         return norm.init_(p, radius)
     with torch.no_grad():
-        matrices = layout.to_matrices(p).clone()
+        matrices = layout.to_matrices(p).clone(memory_format=torch.contiguous_format)
         norm.init_(matrices, radius, batched=True)
         p.copy_(layout.from_matrices(matrices, p.shape))
     return p

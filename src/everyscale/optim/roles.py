@@ -322,7 +322,9 @@ def assign_roles(
         head, tail = _sequential_ends(model, matrices)
         inputs |= {head} if head else set()
         outputs |= {tail} if tail and not outputs else set()
-        _warn_about_guesses(model, matrices, inputs, outputs | tied)
+        decided = {n for n in matrices.values() if any(
+            fnmatch.fnmatchcase(n, pat) for pat in override_roles)}  # fmt: skip
+        _warn_about_guesses(model, matrices, inputs | decided, outputs | tied | decided)
 
     roles: dict[str, Role] = {}
     for name in params:
@@ -352,7 +354,12 @@ def _warn_about_guesses(
     if not missing or not matrices:
         return
     guessed = [n for n in matrices.values() if n not in inputs and n not in ends]
-    shown = ", ".join(guessed[:6]) + (f" and {len(guessed) - 6} more" if len(guessed) > 6 else "")
+    if len(guessed) > 6:  # the ends are what matters: the first and the last ones
+        shown = (
+            f"{', '.join(guessed[:3])}, ... ({len(guessed) - 6} more), {', '.join(guessed[-3:])}"
+        )
+    else:
+        shown = ", ".join(guessed)
     _warn_once(
         f"assign_roles: {type(model).__name__}: no example input, and the structure does not "
         f"say which matrix is the {' or the '.join(missing)}; {shown} take the hidden "
