@@ -288,3 +288,87 @@ def test_ten_steps_at_the_default_lr_lower_the_loss(name, preset):
     with torch.no_grad():
         after = float(loss_fn(model, batch))
     assert after < before, f"{name} {preset}: {before:.4f} -> {after:.4f}"
+
+
+class TimmStyleAttention(nn.Module):
+    """As timm's ViT attention: q, k, v fused in one nn.Linear(d, 3d)."""
+
+    def __init__(self, dim: int, heads: int) -> None:
+        super().__init__()
+        self.heads = heads
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x):
+        b, n, d = x.shape
+        q, k, v = self.qkv(x).reshape(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        out = torch.nn.functional.scaled_dot_product_attention(q, k, v)
+        return self.proj(out.transpose(1, 2).reshape(b, n, d))
+
+
+class TimmStyleViT(nn.Module):
+    """Raw cls_token / pos_embed parameters, a patch convolution, fused qkv, a linear head."""
+
+    def __init__(self, dim: int = 32, classes: int = 5) -> None:
+        super().__init__()
+        self.patch_embed = nn.Conv2d(3, dim, kernel_size=4, stride=4)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
+        self.pos_embed = nn.Parameter(torch.randn(1, 17, dim) * 0.02)
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn = TimmStyleAttention(dim, heads=4)
+        self.norm = nn.LayerNorm(dim)
+        self.head = nn.Linear(dim, classes)
+
+    def forward(self, images):
+        x = self.patch_embed(images).flatten(2).transpose(1, 2)
+        x = torch.cat([self.cls_token.expand(len(x), -1, -1), x], dim=1) + self.pos_embed
+        x = x + self.attn(self.norm1(x))
+        return self.head(self.norm(x)[:, 0])
+
+
+def test_a_timm_style_vit_after_one_register_layout_line():
+    from everyscale.optim import layouts
+
+    torch.manual_seed(0)
+    model = TimmStyleViT()
+    images = torch.randn(2, 3, 16, 16)
+    try:
+        everyscale.optim.register_layout(TimmStyleAttention, "qkv.weight", Layout(split=3))
+        opt = make_optimizer(model, "scion", example_input=images)
+        rows = {n: g for g in opt.param_groups for n in g["param_names"]}
+        assert rows["attn.qkv.weight"]["layout"] == {"split": 3}
+        assert (rows["cls_token"]["role"], rows["cls_token"]["norm"]) == ("vector", "rms")
+        assert (rows["pos_embed"]["role"], rows["pos_embed"]["norm"]) == ("input", "colnorm")
+        assert (rows["patch_embed.weight"]["role"], rows["head.weight"]["role"]) == (
+            "input",
+            "output",
+        )
+        assert rows["attn.qkv.weight"]["role"] == "hidden"
+    finally:
+        del layouts._REGISTRY[TimmStyleAttention]
+
+
+def test_per_head_layout_orthogonalizes_each_head():
+    from everyscale.optim import layouts
+
+    class Heads(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.q = nn.Linear(8, 8, bias=False)
+
+    model = Heads()
+    try:
+        everyscale.optim.register_layout(Heads, "q.weight", Layout(heads=2))
+        before = model.q.weight.detach().clone()
+        opt = make_optimizer(
+            model, "uscion", lr=0.1, radius=1.0, momentum=0.0, roles={"*": "hidden"}
+        )
+        _set_grads(model)
+        grad = model.q.weight.grad.clone()
+        opt.step()
+    finally:
+        del layouts._REGISTRY[Heads]
+    update = model.q.weight.detach() - before
+    for rows in (slice(0, 4), slice(4, 8)):  # each head (4 x 8): factor sqrt(4/8)
+        expected = 0.1 * 0.5**0.5 * Spectral().base_lmo(grad[rows])
+        torch.testing.assert_close(update[rows], expected, atol=1e-5, rtol=1e-4)
