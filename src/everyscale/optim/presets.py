@@ -61,6 +61,12 @@ radii were tuned for GPT-2 small; tune ``radius`` and ``output_radius`` on a sma
 other models (the repository's MLP uses radius 1, an output radius ``2**10`` and lr
 ``2**-6``; its CNN 8, ``16 * 8`` and lr ``2**-4``).
 
+Each of these norms sees a parameter's *logical* matrices, as its layout reads it
+(``layouts.py``): GPT-2's ``Conv1D`` weights transposed, ``c_attn`` and ``in_proj_weight`` as
+q, k and v, LSTM gates one by one, each expert of a 3-D experts tensor (one batched polar call);
+tokens and position tables are vectors and input tables, not kernels. ``muon``'s "2-D hidden
+matrices" are the hidden parameters whose layout is a matrix (experts included).
+
 Learning rate and radius in the Scion family. An LMO step has a fixed length whatever the size
 of the gradient: each step adds ``lr * rho * lmo(d)``, of length ``lr * rho`` in the
 parameter's own norm (the hidden layers' RMS -> RMS operator norm; ``lr * rho / d_in`` per
