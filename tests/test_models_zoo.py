@@ -99,6 +99,9 @@ def test_vit_tokens_and_tables_are_not_conv_kernels():
     roles = assign_roles(model)
     assert roles["vit.embeddings.patch_embeddings.projection.weight"] == Role.INPUT
     assert roles["vit.embeddings.cls_token"] == Role.VECTOR
+    notes = " ".join(everyscale.describe(model, "scion").split())
+    assert "vit.embeddings.cls_token (token: a vector)" in notes
+    assert "vit.embeddings.position_embeddings (table: an input table)" in notes
 
 
 def _hidden_shape_factor(model, name, preset="scion"):

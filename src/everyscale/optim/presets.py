@@ -604,6 +604,20 @@ def describe_notes(opt: NormOptimizer, preset: str, overrides: dict[str, Any]) -
     return [textwrap.fill(note, width=92, subsequent_indent="  ") for note in notes]
 
 
+def _non_layer_note(model: nn.Module) -> list[str]:
+    """A note naming the tensors read as tokens or tables rather than layer weights."""
+    found = []
+    for name, p in model.named_parameters():
+        layout = layout_of(model, name, p)
+        if layout is not None and layout.label in ("token", "table", "bias") and p.ndim > 1:
+            what = "a vector" if layout.kind == "vector" else "an input table"
+            found.append(f"{name} ({layout.label}: {what})")
+    if not found:
+        return []
+    note = "not layer weights, by name and shape: " + ", ".join(found)
+    return [textwrap.fill(note, width=92, subsequent_indent="  ")]
+
+
 def describe(model: nn.Module, preset: str, **overrides: Any) -> str:
     """Print and return the table of what ``preset`` does with each parameter of ``model``.
 
@@ -620,6 +634,7 @@ def describe(model: nn.Module, preset: str, **overrides: Any) -> str:
     lr = overrides.pop("lr", None)
     opt = optimizer(model, preset, lr, **overrides)
     table = describe_optimizer(opt, order=[name for name, _ in model.named_parameters()])
-    text = "\n".join([table, *describe_notes(opt, preset, overrides)])
+    notes = [*describe_notes(opt, preset, overrides), *_non_layer_note(model)]
+    text = "\n".join([table, *notes])
     print(f"preset {preset}\n{text}")
     return text
