@@ -360,7 +360,10 @@ _CONV = Layout(kind="conv")
 _TABLE = Layout(kind="embedding")
 
 register_layout(nn.Linear, "weight", _LINEAR)
-for _cls in (nn.Conv1d, nn.Conv2d, nn.Conv3d):
+# Transposed convolutions store (in, out/groups, *k); they are read as kernels as before
+# (spectral_conv on that storage), so their shape factor takes in and out the other way round.
+for _cls in (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d,
+             nn.ConvTranspose3d):  # fmt: skip
     register_layout(_cls, "weight", _CONV)
 for _cls in (nn.Embedding, nn.EmbeddingBag):
     register_layout(_cls, "weight", _TABLE)
