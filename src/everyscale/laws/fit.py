@@ -377,9 +377,8 @@ def _complete_inputs(
     unused = [n for n in X if n not in used]
     if unused:
         raise ValueError(
-            f"law {law_name!r} takes {', '.join(needed)}; input(s) {unused} are not used by it"
-            + (" (given together with what they would be derived from)" if out else "")
-            + ": drop them"
+            f"law {law_name!r} takes {', '.join(needed)}; input(s) {unused} are not used by it "
+            "(nor needed to derive its inputs): drop them"
         )
     arrays = np.broadcast_arrays(*(out[n] for n in needed))
     return dict(zip(needed, arrays))
@@ -635,7 +634,7 @@ class FitResult:
                 "source": "given parameters",
                 "formula": law.formula,
                 "source_paper": law.source,
-            },  # fmt: skip
+            },
             law_options=dict(law.options),
             law_obj=law,
         )
@@ -833,10 +832,9 @@ def fit(
     loss = law.default_loss if loss is None else loss
     constraints = make_constraints(law, fixed, tie)
     reduced = reduce_law(law, constraints)
-    if start_grid is not None:
-        held = [p for p in start_grid if p in law.param_names and p not in reduced.law.param_names]
-        if held:
-            raise ValueError(f"start_grid gives values for {held}, which are fixed or tied")
+    if start_grid is not None:  # starts for fixed or tied-away parameters have no use
+        held = set(law.param_names) - set(reduced.law.param_names)
+        start_grid = {k: v for k, v in start_grid.items() if k not in held}
     objective = Objective(reduced.law, X, y, loss, huber_delta)
     best, search = _search(objective, reduced.law, start_grid, rtol, n_polish, solver)
     fit_warnings = _fit_warnings(points, law, reduced.law, best, search, rtol, objective)

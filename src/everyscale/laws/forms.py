@@ -29,10 +29,10 @@ ObjectiveName = Literal["huber", "lsq"]
 
 # The objective each law is fitted with unless the caller says otherwise, with its source.
 HUBER_LOG = (
-    "Huber (delta 1e-3) on log residuals: Hoffmann et al. 2022 (App. D.2), "
-    "Besiroglu et al. 2024 (§2)"
+    "Hoffmann et al. 2022 (App. D.2) and Besiroglu et al. 2024 (§2) fit by Huber, delta 1e-3, "
+    "on log residuals"
 )
-GADRE_LSQ = "least squares, as Gadre et al. 2024 fit (scipy curve_fit in their released code)"
+GADRE_LSQ = "Gadre et al. 2024 fit by least squares (scipy curve_fit in their released code)"
 
 LogModel = Callable[
     [np.ndarray, Mapping[str, np.ndarray], bool], tuple[np.ndarray, np.ndarray | None]
@@ -358,7 +358,7 @@ def _kaplan(variable: str, table_values: str) -> Law:
         log_model=log_model,
         derived=lambda p: {f"{variable}_c": np.exp(p[log_scale])},
         log_params={log_scale: f"{variable}_c"},
-        default_loss_source=HUBER_LOG + "; Kaplan et al. 2020 do not state their objective",
+        default_loss_source=HUBER_LOG + " (Kaplan et al. 2020 do not state their objective)",
     )
 
 
@@ -512,7 +512,7 @@ def data_constrained() -> Law:
             "log_rd_star": "R_D_star",
             "log_rn_star": "R_N_star",
         },
-        default_loss_source=HUBER_LOG + "; Muennighoff et al. 2023 fit it the same way",
+        default_loss_source=HUBER_LOG + ", as Muennighoff et al. 2023 do",
     )
 
 
@@ -608,8 +608,8 @@ def downstream_sigmoid(chance_error: float = 0.75) -> Law:
         log_model=log_model,
         options={"chance_error": chance},
         default_loss="lsq",
-        default_loss_source="least squares on the error, as Gadre et al. 2024 fit their error "
-        "law (Dubey et al. 2024 do not state theirs)",
+        default_loss_source="least squares, as Gadre et al. 2024 fit their error law (Dubey "
+        "et al. 2024 do not state their objective)",
     )
 
 
@@ -652,8 +652,8 @@ def compute_sigmoid(chance_error: float = 0.75) -> Law:
         derived=lambda p: {"C0": np.exp(p["log_c0"])},
         options={"chance_error": chance},
         default_loss="lsq",
-        default_loss_source="least squares, as Ruan et al. 2024 fit (scipy curve_fit in "
-        "their released code)",
+        default_loss_source="Ruan et al. 2024 fit by least squares (scipy curve_fit in their "
+        "released code)",
         log_params={"log_c0": "C0"},
     )
 
@@ -684,6 +684,7 @@ def custom_law(
     bounds: Bounds | None = None,
     formula: str = "user-defined",
     source: str = "user-defined",
+    default_loss: ObjectiveName = "huber",
 ) -> Law:
     """A law from a Python function `func(params, X) -> prediction` (must be positive).
 
@@ -722,6 +723,8 @@ def custom_law(
         bounds=dict(bounds or {}),
         target=target,
         builtin=False,
+        default_loss=default_loss,
+        default_loss_source="the objective custom_law(default_loss=) names",
     )
 
 
