@@ -218,7 +218,7 @@ def _csv_records(text: str, path: Path) -> tuple[list[dict], list[str]]:
     header = [h.strip() for h in rows[0]]
     if any(not h for h in header):
         raise ValueError(
-            f"{path}: the header line {header_line!r} has an empty column name (column "
+            f"{path}: the header {header} has an empty column name (column "
             f"{header.index('') + 1}); name every column"
         )
     twice = sorted({h for h in header if header.count(h) > 1})
@@ -228,7 +228,7 @@ def _csv_records(text: str, path: Path) -> tuple[list[dict], list[str]]:
             "of each (which one holds the data you mean?)"
         )
     if len(rows) == 1:
-        raise ValueError(f"{path} has a header ({header_line!r}) but no data rows")
+        raise ValueError(f"{path} has a header {header} but no data rows")
     if len(header) == 1 and not _is_number(header[0]) and "," not in header_line:
         notes.append(f"{path.name}: one column only ({header[0]!r})")
     records = []
@@ -236,7 +236,7 @@ def _csv_records(text: str, path: Path) -> tuple[list[dict], list[str]]:
         if len(row) != len(header):
             raise ValueError(
                 f"{path}: line {lineno} has {len(row)} field(s) but the header has "
-                f"{len(header)} ({', '.join(header)}); fields are separated by {delimiter!r}"
+                f"{len(header)} {header}; fields are separated by {delimiter!r}"
             )
         records.append({h: v.strip() for h, v in zip(header, row)})
     return records, notes
