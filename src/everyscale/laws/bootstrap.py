@@ -148,7 +148,9 @@ def bootstrap(
     info = {
         "n_resamples": n_resamples,
         "seed": seed,
-        "unit": "run" if points.has_runs else "point (no run column groups points)",
+        "unit": "run"
+        if points.has_runs
+        else ("run (one point each)" if points.run_ids_given else "point (no run column)"),
         "n_runs": len(np.unique(points.run)),
         "method": "percentile",
         "scheme": "poisson by run id" if scheme == "poisson" else "multinomial",
