@@ -208,3 +208,26 @@ def test_gadre_2024_chained_numbers_reproduce():
         relative.append(abs(out.error - targets["error"][i]) / targets["error"][i])
     assert relative[0] == pytest.approx(0.036365, abs=2e-6)  # 1.4B, M = 640
     assert relative[1] == pytest.approx(0.000464, abs=2e-6)  # 6.9B, M = 20
+
+
+def test_the_laws_package_imports_no_torch():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, everyscale.laws, everyscale.laws.cli, everyscale.laws.chain; "
+        "print('torch' in sys.modules)"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert out.stdout.strip() == "False", out.stderr
+
+
+def test_cli_predict_prints_the_range_warning(tmp_path, capsys):
+    points = chinchilla_points(30, noise=0.005, seed=2, n_range=(1e7, 1e8))
+    path = tmp_path / "fit.json"
+    fit(points, start_grid=GRID).to_json(path)
+    assert main(["predict", "--fit", str(path), "--N", "1e11", "--D", "2e12"]) == 0
+    captured = capsys.readouterr()
+    assert "warning: N=1e+11 is far outside the fitted range" in captured.err
+    assert captured.out.startswith("loss(N=1e+11, D=2e+12) = ")

@@ -486,7 +486,8 @@ class FitResult:
         """The prediction under every bootstrap resample, shape (resamples, *input shape)."""
         if self.bootstrap_samples is None:
             raise ValueError(
-                "this fit has no bootstrap; refit with bootstrap=4000 to get intervals"
+                "this fit has no bootstrap; refit with --bootstrap 4000 "
+                "(Python: fit(..., bootstrap=4000)) for intervals"
             )
         return self._evaluate(self.bootstrap_samples, inputs)
 
