@@ -21,7 +21,7 @@ LOSS_TRUE = {"a": 4.0, "e": 0.5, "alpha": 0.08}  # compute law: L = e^0.5 + e^4 
 ERROR_TRUE = {"eps": 0.85, "k": 2.2, "gamma": 0.7}  # Gadre et al. 2024's fitted values, rounded
 LOSS_GRID = {"a": [3.0, 5.0], "e": [0.3, 0.7], "alpha": [0.05, 0.1]}
 ERROR_GRID = {"eps": [0.8, 0.9], "k": [1.0, 3.0], "gamma": [0.5, 1.0]}
-TARGET_C = 3e20  # inside the data (1e17 .. 1e21), where the chain is used for a held-out size
+TARGET_C = 3e20  # a size inside the data's compute range (1e17 .. 1e21), not fitted on
 
 
 def true_loss(C):

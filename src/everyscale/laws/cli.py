@@ -59,7 +59,7 @@ def _register_fit(subparsers) -> None:
             "everyscale fit runs.csv --law overtrain --fix E=1.9 --json loss.json",
             "everyscale fit runs.csv --law downstream_exp --target err_avg --json err.json",
         ),
-        formatter_class=cliargs.help_formatter(),
+        formatter_class=_HelpFormatter,
     )
     p.add_argument(
         "file", nargs="?", help="data: columns N, D (or C), loss; optional run, U, M, lr"
@@ -140,7 +140,8 @@ def _register_fit(subparsers) -> None:
         "--no-embeddings",
         dest="embeddings",
         action=_EmbeddingsFlag,
-        help="whether N counts embedding parameters (recorded in the result)",
+        help="--embeddings: N counts embedding parameters; --no-embeddings: it does not "
+        "(recorded in the result; the old --embeddings yes|no still works, deprecated)",
     )
     p.add_argument(
         "--chance-error",
@@ -202,6 +203,23 @@ class _EmbeddingsFlag(argparse.Action):
         warnings.warn(message, cliargs.EveryscaleDeprecationWarning, stacklevel=2)
         print(f"warning: {message}", file=sys.stderr)
         setattr(namespace, self.dest, value)
+
+
+class _HelpFormatter(cliargs.help_formatter()):
+    """Shows the `--embeddings` / `--no-embeddings` pair as the flags it is, not as taking a
+    value (the value it accepts is the deprecated `yes|no`)."""
+
+    def _format_args(self, action, default_metavar):
+        return (
+            ""
+            if isinstance(action, _EmbeddingsFlag)
+            else super()._format_args(action, default_metavar)
+        )
+
+    def _format_action_invocation(self, action):
+        if isinstance(action, _EmbeddingsFlag):
+            return ", ".join(action.option_strings)
+        return super()._format_action_invocation(action)
 
 
 def _json_grid(text: str) -> dict:
