@@ -231,3 +231,36 @@ def test_cli_predict_prints_the_range_warning(tmp_path, capsys):
     captured = capsys.readouterr()
     assert "warning: N=1e+11 is far outside the fitted range" in captured.err
     assert captured.out.startswith("loss(N=1e+11, D=2e+12) = ")
+
+
+def test_fetch_script_ruan_keeps_one_family_with_flops(tmp_path):
+    fetch = _fetch_module()
+    clone = tmp_path / "clone"
+    (clone / "eval_results").mkdir(parents=True)
+    (clone / "LICENSE").write_text("Apache License 2.0 (test copy)\n")
+    (clone / "eval_results/base_llm_benchmark_eval.csv").write_text(
+        "Model,Model Family,Model Size (B),Pretraining Data Size (T),FLOPs (1E21),MMLU\n"
+        "Qwen/Qwen1.5-1.8B,Qwen1.5,1.8,2.4,25.92,0.467\n"
+        "Qwen/Qwen1.5-0.5B,Qwen1.5,0.5,2.4,7.2,0.39\n"
+        "Qwen/Qwen1.5-110B,Qwen1.5,110.0,,,0.80\n"
+        "facebook/opt-1.3b,OPT,1.3,0.18,1.404,0.25\n"
+    )
+    assert fetch.main(["ruan2024", "--out", str(tmp_path / "out"), "--from-clone", str(clone)]) == 0
+    folder = tmp_path / "out/ruan2024"
+    assert (folder / "LICENSE").read_text().startswith("Apache License")
+    points = load_points(folder / "qwen15_mmlu.csv")
+    np.testing.assert_allclose(points["C"], [7.2e21, 2.592e22])  # sorted, no FLOPs: dropped
+    np.testing.assert_allclose(points["error"], [0.61, 0.533])
+
+
+@pytest.mark.skipif(
+    not (DATA / "ruan2024/qwen15_mmlu.csv").exists(),
+    reason="Ruan et al. 2024's data not fetched: python docs/data/fetch_published.py ruan2024",
+)
+def test_ruan_2024_compute_sigmoid_predicts_the_larger_qwen_models():
+    points = load_points(DATA / "ruan2024/qwen15_mmlu.csv")
+    small = points.subset(np.arange(5))  # 0.5B .. 14B
+    result = fit(small, "compute_sigmoid", law_options={"chance_error": 0.75})
+    for i in (5, 6):  # 32B, 72B
+        predicted = result.predict(C=points["C"][i])
+        assert abs(predicted - points["error"][i]) / points["error"][i] < 0.015

@@ -17,7 +17,7 @@ from everyscale import cliargs
 from everyscale.laws.allocate import allocate
 from everyscale.laws.chain import chain
 from everyscale.laws.constraints import make_constraints
-from everyscale.laws.fit import SOLVERS, FitResult, _jsonable, fit
+from everyscale.laws.fit import SOLVERS, FitResult, fit, jsonable
 from everyscale.laws.forms import LAWS, get_law
 from everyscale.laws.io import atomic_write_text, load_points
 from everyscale.laws.isoflop import extrapolation_check, isoflop
@@ -328,7 +328,7 @@ def _key_values(items: list[str], flag: str) -> dict[str, float]:
 
 
 def _write_json(path: str, payload: dict) -> None:
-    text = json.dumps(_jsonable(payload), indent=1, allow_nan=False)
+    text = json.dumps(jsonable(payload), indent=1, allow_nan=False)
     if path == cliargs.STDOUT:
         print(text)
     else:

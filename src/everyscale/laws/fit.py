@@ -526,7 +526,7 @@ class FitResult:
 
         With `path`, the file is written atomically (a temporary file renamed into place).
         """
-        text = json.dumps(_jsonable(self.to_dict()), indent=1)
+        text = json.dumps(jsonable(self.to_dict()), indent=1)
         if path is not None:
             atomic_write_text(path, text)
         return text
@@ -713,14 +713,14 @@ def _builtin_names() -> set[str]:
     return set(LAWS)
 
 
-def _jsonable(obj):
+def jsonable(obj):
     """Convert numpy scalars/arrays to Python floats/lists; non-finite floats become null."""
     if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
+        return {str(k): jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
+        return [jsonable(v) for v in obj]
     if isinstance(obj, np.ndarray):
-        return _jsonable(obj.tolist())
+        return jsonable(obj.tolist())
     if isinstance(obj, (np.floating, float)):
         return float(obj) if math.isfinite(obj) else None
     if isinstance(obj, np.integer):
