@@ -489,9 +489,11 @@ def data_constrained() -> Law:
             "alpha": [0.25, 0.5, 1.0],
             "beta": [0.25, 0.5, 1.0],
             # The repetition constants make a surface with several minima (Muennighoff et al.
-            # 2023 publish R_D* = 15.4, R_N* = 5.3): R* from e^0 = 1 to e^4 = 55 in e-folds.
-            "log_rd_star": [0.0, 1.0, 2.0, 3.0, 4.0],
-            "log_rn_star": [0.0, 1.0, 2.0, 3.0, 4.0],
+            # 2023 publish R_D* = 15.4, R_N* = 5.3): R* from e^0.5 = 1.6 to e^3.5 = 33, four
+            # values each (16 pairs, up from 4). With the base held fixed (their two-stage
+            # fit, `fixed=`), these 16 are the whole grid.
+            "log_rd_star": [0.5, 1.5, 2.5, 3.5],
+            "log_rn_star": [0.5, 1.5, 2.5, 3.5],
         },
         bounds={
             "alpha": (1e-6, None),
