@@ -264,3 +264,13 @@ def test_ruan_2024_compute_sigmoid_predicts_the_larger_qwen_models():
     for i in (5, 6):  # 32B, 72B
         predicted = result.predict(C=points["C"][i])
         assert abs(predicted - points["error"][i]) / points["error"][i] < 0.015
+
+
+def test_fit_optimizer_keyword_is_a_deprecated_alias_of_solver():
+    points = chinchilla_points(20, noise=0.005, seed=1)
+    with pytest.warns(FutureWarning, match="use fit\\(solver=\\)"):
+        old = fit(points, start_grid=GRID, optimizer="lbfgsb")
+    assert (
+        old.diagnostics["optimizer"]
+        == fit(points, start_grid=GRID, solver="lbfgsb").diagnostics["optimizer"]
+    )
