@@ -28,6 +28,8 @@ def test_tiny_writes_the_report(tiny, capsys):
     for studies in result["studies_detail"]["digits"].values():
         assert len(studies) == 3 and all(s["trials"] == 2 for s in studies)
     assert result["overhead"]["trials"] == 12
+    stored = result["overhead_from_storage"]["digits"]
+    assert stored["trials"] == 6 * 2 and 0 <= stored["overhead_share"] < 1
     steps = result["steps_to_target"]["torch_adamw"]["digits"]
     assert steps is None or (steps % 5 == 0 and 0 < steps <= 200)  # evaluated every 10 steps
     assert result["machine"]["cpu"]

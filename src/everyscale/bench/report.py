@@ -76,6 +76,28 @@ def _median_steps(studies: list[dict[str, Any]]) -> float | None:
     return middle if math.isfinite(middle) else None
 
 
+def stored_overhead(collected) -> dict[str, Any]:
+    """Harness overhead of every scored trial from the storage's timestamps (ask to tell):
+    the share of that time spent outside training, evaluation and compilation."""
+    out: dict[str, Any] = {}
+    for workload, by_optimizer in collected.items():
+        wall = inside = 0.0
+        count = 0
+        for studies in by_optimizer.values():
+            for t in (t for trials in studies for t in trials if t.wall_seconds):
+                r = t.result
+                wall += t.wall_seconds
+                inside += r["train_seconds"] + r["eval_seconds"] + r["compile_seconds"]
+                count += 1
+        if count:
+            out[workload] = {
+                "trials": count,
+                "mean_trial_seconds": wall / count,
+                "overhead_share": max(0.0, wall - inside) / wall,
+            }
+    return out
+
+
 def summarize(collected, plan, *, skipped: dict[str, str], overhead: dict, contenders) -> dict:
     """Scores and the records behind them, ready for ``bench.json``."""
     optimizers = list(plan.optimizers)
@@ -159,6 +181,7 @@ def summarize(collected, plan, *, skipped: dict[str, str], overhead: dict, conte
         "scores": scores,
         "studies_detail": studies,
         "overhead": overhead,
+        "overhead_from_storage": stored_overhead(collected),
     }
 
 
@@ -257,6 +280,16 @@ def markdown(result: dict, command: str | None = None) -> str:
             f"of the trials' time over {o['trials']} trials run by this process (worst trial "
             f"{100 * o['overhead_share_max']:.1f}%); evaluation {100 * o['eval_share']:.1f}%, "
             f"one-off compilation {100 * o['compile_share']:.1f}%.",
+        ]
+    stored = result.get("overhead_from_storage", {})
+    if stored:
+        shares = ", ".join(
+            f"{w} {100 * v['overhead_share']:.1f}% (mean trial {v['mean_trial_seconds']:.1f} s)"
+            for w, v in stored.items()
+        )
+        lines += [
+            "",
+            f"Harness overhead of every scored trial, from Optuna's timestamps: {shares}.",
         ]
     lines.append("")
     return "\n".join(lines)

@@ -201,6 +201,7 @@ class TrialRecord:
     value: float
     params: dict[str, float]
     result: dict[str, Any]
+    wall_seconds: float | None = None  # Optuna's timestamps: from ask to tell
 
 
 class Harness:
@@ -262,7 +263,13 @@ class Harness:
         )
         return [
             TrialRecord(
-                t.number, float(t.value), dict(t.params), dict(t.user_attrs.get("result", {}))
+                t.number,
+                float(t.value),
+                dict(t.params),
+                dict(t.user_attrs.get("result", {})),
+                (t.datetime_complete - t.datetime_start).total_seconds()
+                if t.datetime_start and t.datetime_complete
+                else None,
             )
             for t in done[: self.plan.trials]
         ]
