@@ -33,18 +33,23 @@ def parse_value(raw: str) -> Any:
     """
     try:
         return json.loads(raw)
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):
         pass
     try:
         return ast.literal_eval(raw)
-    except (ValueError, SyntaxError):
-        return raw
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+        return raw  # not a literal (``{[]: 1}``, nested too deep, ...): the text itself
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="everyscale",
         description="Train neural networks at any scale: optimizers, scale transfer, scaling laws.",
+        epilog=(
+            "example:\n  everyscale ladder --budget small --out runs/ladder\n"
+            "  everyscale COMMAND --help   (each command's flags and an example)"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"everyscale {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")

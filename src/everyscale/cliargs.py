@@ -122,6 +122,25 @@ def add_option_flag(parser: argparse.ArgumentParser, *, per_optimizer: bool = Fa
     )
 
 
+def parse_option(text: str, flag: str = "--option") -> tuple[str, Any]:
+    """``KEY=VALUE`` -> ``(KEY, value)``, the value read by :func:`everyscale.cli.parse_value`.
+
+    Raises ``ValueError`` naming ``flag`` when the ``=`` or the key is missing.
+    """
+    from everyscale.cli import parse_value  # the top-level CLI owns the one value reader
+
+    key, sep, raw = str(text).partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise ValueError(f"{flag} expects KEY=VALUE (e.g. {flag} weight_decay=0.1), got {text!r}")
+    return key, parse_value(raw.strip())
+
+
+def parse_options(items: Sequence[str] | None, flag: str = "--option") -> dict[str, Any]:
+    """Repeated ``KEY=VALUE`` flags as one dict (a later KEY wins)."""
+    return dict(parse_option(item, flag) for item in items or ())
+
+
 def example_epilog(*lines: str) -> str:
     """The ``--help`` footer of a command: its examples, one per line."""
     return "example:\n" + "\n".join(f"  {line}" for line in lines)

@@ -194,8 +194,31 @@ def _settings(preset: str, overrides: dict[str, Any]) -> dict[str, Any]:
         raise ValueError(
             f"preset {preset!r} does not take {', '.join(unknown)}; its options are {valid}"
         )
-    options.update({k: v for k, v in overrides.items() if k in options})
+    for name, value in overrides.items():
+        if name in options:
+            _check_option_type(preset, name, options[name], value)
+            options[name] = value
     return options
+
+
+# Options whose default is None but whose value, when given, is a number.
+_NUMBER_OR_NONE = {"input_radius", "output_radius", "vector_radius", "rest_lr", "eps"}
+_NUMBER_OR_NONE |= {"rest_weight_decay"}
+
+
+def _check_option_type(preset: str, name: str, default: Any, value: Any) -> None:
+    """The option's value has its default's kind: True/False, a number, or a word."""
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if isinstance(default, bool):
+        ok, kind = isinstance(value, bool), "True or False"
+    elif isinstance(default, (int, float)) or name in _NUMBER_OR_NONE:
+        ok, kind = number or (default is None and value is None), "a number"
+    elif isinstance(default, str):
+        ok, kind = isinstance(value, str), "a word (text)"
+    else:
+        return  # tuples (betas) and None defaults are checked where they are used
+    if not ok:
+        raise ValueError(f"{preset}: option {name} must be {kind}, got {value!r}")
 
 
 def _matrix_norm(p: torch.Tensor, o: dict[str, Any], scaling: str) -> dict[str, Any]:
@@ -418,7 +441,8 @@ def optimizer(
         warnings.warn(
             f"muon: no parameter is a 2-D hidden matrix (conv kernels, vectors, embedding and "
             f"head go to the rest preset), so every parameter trains with {options['rest']}; "
-            "pass spectral_for='all' to put the embedding and head on the Spectral LMO",
+            "set the option spectral_for=all (--option spectral_for=all on the command line) "
+            "to put the embedding and head on the Spectral LMO",
             stacklevel=2,
         )
     return NormOptimizer(list(groups.values()), foreach=foreach, nonfinite=nonfinite)

@@ -5,9 +5,14 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
-from typing import Any
 
-from everyscale.cli import parse_value
+from everyscale.cliargs import (
+    add_deprecated_alias,
+    add_option_flag,
+    example_epilog,
+    help_formatter,
+    parse_options,
+)
 from everyscale.train.config import TrainConfig, cli_flag, known_optimizers
 from everyscale.train.data import DATASETS
 from everyscale.train.models import MODELS
@@ -45,26 +50,23 @@ _HELP = {
 }
 
 
-def _parse_option(text: str) -> tuple[str, Any]:
-    """``KEY=VALUE``, VALUE read by :func:`everyscale.cli.parse_value`."""
-    key, sep, value = text.partition("=")
-    if not sep or not key:
-        raise ValueError(
-            f"--optimizer-option expects KEY=VALUE (e.g. weight_decay=0.1), got {text!r}"
-        )
-    return key, parse_value(value)
-
-
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "train",
         help="train one model (GPT, MLP, CNN) on offline data",
         description=(
             "Train one model and write config.json, metrics.jsonl, summary.json and a "
-            "checkpoint under --out. Example: everyscale train --model gpt --data stdlib "
-            "--width 128 --depth 4 --heads 4 --optimizer scion --lr 0.01 --steps 500 "
-            "--batch-size 32 --context 128 --schedule wsd --out runs/NAME"
+            "checkpoint under --out. One run writes a folder at a time (a second is refused "
+            "while the first runs); a rerun keeps the earlier run's files as "
+            "NAME.previous-N.EXT."
         ),
+        epilog=example_epilog(
+            "everyscale train --model gpt --data stdlib --width 128 --depth 4 --heads 4 "
+            "--optimizer scion --lr 0.000244 --steps 500 --batch-size 32 --context 128 "
+            "--schedule wsd --out runs/NAME",
+            "everyscale train --optimizer adamw --option weight_decay=0.1 --out runs/adamw",
+        ),
+        formatter_class=help_formatter(),
     )
     parser.add_argument("--config", help="a config.json to start from; flags given override it")
     for field in dataclasses.fields(TrainConfig):
@@ -83,13 +85,8 @@ def register(subparsers) -> None:
             continue
         convert = int if kind.startswith("int") else float if kind.startswith("float") else str
         parser.add_argument(flag, type=convert, default=None, help=help_text)
-    parser.add_argument(
-        "--optimizer-option",
-        action="append",
-        default=None,
-        metavar="KEY=VALUE",
-        help="extra keyword for the optimizer preset (repeatable), e.g. weight_decay=0.1",
-    )
+    add_option_flag(parser)
+    add_deprecated_alias(parser, "--optimizer-option", "--option", dest="options", action="append")
     parser.set_defaults(func=main)
 
 
@@ -100,9 +97,15 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         given = getattr(args, field.name, None)
         if given is not None:
             values[field.name] = given
-    if args.optimizer_option:
-        options = dict(values.get("optimizer_options", {}))
-        options.update(_parse_option(text) for text in args.optimizer_option)
+    if args.options:
+        options = values.get("optimizer_options") or {}
+        if not isinstance(options, dict):
+            raise ValueError(
+                f"--config {args.config}: optimizer_options must be an object of KEY: VALUE "
+                f"pairs, got {options!r}"
+            )
+        options = dict(options)
+        options.update(parse_options(args.options))
         values["optimizer_options"] = options
     return TrainConfig.from_dict(values)
 
