@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from available_data import TEXT_DATA as TEXT
 from everyscale.train.rundir import (
     LOCK_NAME,
     RunFolderLocked,
@@ -142,3 +143,100 @@ def test_the_lock_does_not_block_for_long(tmp_path):
         with pytest.raises(RunFolderLocked):
             RunLock(tmp_path).acquire()
         assert time.perf_counter() - start < 1.0  # refused at once, never waits
+
+
+# ---------------------------------------------------------------------- train.run in a folder
+
+
+def _tiny(tmp_path, **overrides):
+    from everyscale.train import TrainConfig
+
+    values = dict(
+        model="gpt", data=TEXT, width=16, depth=1, heads=2, context=16, steps=2, batch_size=4,
+        val_windows=4, optimizer="adamw", lr=0.01, threads=1, quiet=True, out=str(tmp_path / "run"),
+    )  # fmt: skip
+    values.update(overrides)
+    return TrainConfig(**values)
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.name != LOCK_NAME}
+
+
+def test_reruns_keep_every_earlier_run(tmp_path):
+    from everyscale.train import run
+
+    run(_tiny(tmp_path, steps=1))
+    first = (tmp_path / "run" / "metrics.jsonl").read_bytes()
+    run(_tiny(tmp_path, steps=2))
+    run(_tiny(tmp_path, steps=3))
+    folder = tmp_path / "run"
+    assert (folder / "metrics.previous-1.jsonl").read_bytes() == first  # not deleted by run 3
+    assert len((folder / "metrics.previous-2.jsonl").read_text().splitlines()) == 2
+    assert len((folder / "metrics.jsonl").read_text().splitlines()) == 3
+    assert not (folder / LOCK_NAME).exists()
+
+
+def test_resume_of_a_finished_run_without_its_checkpoint(tmp_path):
+    from everyscale.train import run
+
+    done = run(_tiny(tmp_path, keep_checkpoint=False))
+    folder = tmp_path / "run"
+    before = _files(folder)
+    # Same settings: finished, nothing to do, nothing rewritten.
+    assert run(_tiny(tmp_path, resume=True))["final_val_loss"] == done["final_val_loss"]
+    assert _files(folder) == before
+    # Other settings: refused with what to do; the finished run is untouched.
+    with pytest.raises(ValueError, match=r"--resume: .*completed run.*steps: 2 then, 5 now"):
+        run(_tiny(tmp_path, resume=True, steps=5, lr=0.02))
+    assert _files(folder) == before
+
+
+def test_train_refused_while_another_process_writes_the_folder(tmp_path, capsys):
+    from everyscale.cli import main
+
+    folder = tmp_path / "run"
+    run_flags = _tiny(tmp_path)
+    proc = _start_holder(folder)
+    try:
+        argv = ["train", "--data", run_flags.data, "--width", "16", "--heads", "2",
+                "--depth", "1", "--context", "16", "--steps", "1", "--quiet",
+                "--out", str(folder)]  # fmt: skip
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert f"pid {proc.pid}" in err and "in use by another run" in err
+        assert err.count("\n") == 1  # one line, no traceback
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert sorted(p.name for p in folder.iterdir()) == [LOCK_NAME]  # nothing was written
+
+
+def test_train_out_that_is_a_file_or_under_one(tmp_path, capsys):
+    from everyscale.cli import main
+
+    afile = tmp_path / "notes.txt"
+    afile.write_text("mine")
+    for out in (afile, afile / "run"):
+        assert main(["train", "--steps", "1", "--quiet", "--out", str(out)]) == 2
+        assert "--out" in capsys.readouterr().err
+    assert afile.read_text() == "mine"
+
+
+def test_an_input_inside_the_run_folder_is_refused(tmp_path):
+    from everyscale.train import run
+
+    run(_tiny(tmp_path))
+    metrics = tmp_path / "run" / "metrics.jsonl"
+    before = metrics.read_bytes()
+    with pytest.raises(ValueError, match=r"--data .*metrics\.jsonl"):
+        run(_tiny(tmp_path, data=str(metrics)))
+    assert metrics.read_bytes() == before
+
+
+def test_rank_other_than_zero_takes_no_lock(tmp_path):
+    from everyscale.train import run
+
+    folder = tmp_path / "run"
+    with RunLock(folder):  # the launcher holds it; rank 1 still runs
+        assert run(_tiny(tmp_path), rank=1)["status"] == "completed"

@@ -12,9 +12,13 @@ Files under ``config.out``:
   ``diverged``, ``interrupted``, ``failed`` (an unexpected exception, re-raised);
 - ``checkpoint.pt``: model, optimizer, schedule, step, the data generator's and torch's RNG
   states, written atomically every ``checkpoint_every`` steps, at the end, and on
-  SIGINT/SIGTERM. A fresh (not resumed) run in a directory that holds one moves it, with that
-  run's metrics, summary and config, to ``checkpoint.previous.pt``, ``metrics.previous.jsonl``,
-  ... rather than overwrite them.
+  SIGINT/SIGTERM. A fresh (not resumed) run in a directory that holds an earlier run moves
+  that run's checkpoint, metrics, summary and config to the next numbered generation
+  (``checkpoint.previous-1.pt``, ``metrics.previous-1.jsonl``, then ``previous-2``, ...)
+  rather than overwrite them; ``--resume`` of a completed run whose checkpoint was not kept
+  returns its summary, or is refused when the settings differ;
+- ``.lock``: held by the running process (:class:`everyscale.train.rundir.RunLock`); a second
+  writer is refused.
 
 Exact resume: training batches come only from a ``torch.Generator`` owned by the loop, and the
 checkpoint holds its state, so a resumed run draws the same batches and, on the CPU, reproduces
@@ -50,14 +54,21 @@ from everyscale.train.checkpoint import (
 from everyscale.train.config import TrainConfig
 from everyscale.train.data import load_dataset
 from everyscale.train.models import build_model
+from everyscale.train.rundir import (
+    CHECKPOINT_NAME,
+    CONFIG_NAME,
+    METRICS_NAME,
+    RUN_FILES,
+    SUMMARY_NAME,
+    RunLock,
+    finished_run,
+    keep_earlier_run,
+    refuse_inputs_in_outputs,
+)
 from everyscale.train.schedules import get_schedule
 
 __all__ = ["NonFiniteLossError", "TrainingInterrupted", "build_model_for", "evaluate", "run"]
 
-CHECKPOINT_NAME = "checkpoint.pt"
-METRICS_NAME = "metrics.jsonl"
-SUMMARY_NAME = "summary.json"
-CONFIG_NAME = "config.json"
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -204,6 +215,7 @@ def run(
     *,
     optimizer_factory: Callable[[nn.Module], torch.optim.Optimizer] | None = None,
     callback: Callable[[dict[str, Any]], None] | None = None,
+    rank: int | None = None,
 ) -> dict[str, Any]:
     """Train ``config``'s model on its data and return the summary (also in ``summary.json``).
 
@@ -214,6 +226,9 @@ def run(
             **config.optimizer_options)``.
             The schedule multiplies each param group's learning rate.
         callback: called with each step's metrics row after it is logged (e.g. for live plots).
+        rank: this process's rank under several processes: only the launcher or rank 0 locks
+            ``config.out`` (default: the ``EVERYSCALE_RANK`` or ``RANK`` environment variable;
+            see :mod:`everyscale.train.rundir`).
 
     Returns:
         The summary: ``status`` ("completed"), ``steps``, ``tokens``, ``final_val_loss``,
@@ -224,6 +239,7 @@ def run(
 
     Raises:
         ValueError / FileNotFoundError: bad config or data, before training.
+        RunFolderLocked: another live process is writing ``config.out`` (a ValueError).
         CheckpointError: ``resume=True`` with an unreadable or mismatched checkpoint (kept).
         NonFiniteLossError: the loss became NaN/inf; summary status "diverged".
         TrainingInterrupted: SIGINT/SIGTERM; checkpoint saved, summary status "interrupted".
@@ -231,19 +247,21 @@ def run(
     if not isinstance(config, TrainConfig):
         raise ValueError(f"config must be a TrainConfig, got {type(config).__name__}")
     config.validate(check_optimizer=optimizer_factory is None)
-    dataset = load_dataset(
-        config.data,
-        context=config.context,  # image data ignores it
-        seed=config.seed,
-        max_val_windows=config.val_windows,
-    )
-    previous_threads = torch.get_num_threads()
-    if config.threads is not None:
-        torch.set_num_threads(config.threads)
-    try:
-        return _train(config, dataset, optimizer_factory, callback)
-    finally:
-        torch.set_num_threads(previous_threads)
+    refuse_inputs_in_outputs({"--data": config.data}, config.out, RUN_FILES)
+    with RunLock(config.out, flag="--out", rank=rank):  # one writer per run folder
+        dataset = load_dataset(
+            config.data,
+            context=config.context,  # image data ignores it
+            seed=config.seed,
+            max_val_windows=config.val_windows,
+        )
+        previous_threads = torch.get_num_threads()
+        if config.threads is not None:
+            torch.set_num_threads(config.threads)
+        try:
+            return _train(config, dataset, optimizer_factory, callback)
+        finally:
+            torch.set_num_threads(previous_threads)
 
 
 def _train(config: TrainConfig, dataset, optimizer_factory, callback) -> dict[str, Any]:
@@ -290,23 +308,16 @@ def _train(config: TrainConfig, dataset, optimizer_factory, callback) -> dict[st
             summary = json.loads(summary_path.read_text())
             if summary.get("status") == "completed":
                 return summary  # nothing left to do
-    elif config.resume and not config.quiet:
-        print(f"no checkpoint in {out}: starting a new run", file=sys.stderr)
+    elif config.resume:
+        finished = finished_run(out, fingerprint)  # refuses a finished run of other settings
+        if finished is not None:
+            return finished  # completed, checkpoint not kept: nothing left to do
+        if not config.quiet:
+            print(f"no checkpoint in {out}: starting a new run", file=sys.stderr)
     if step == 0:
-        if checkpoint_path.exists():
-            # A fresh start never destroys an earlier run: its files go to NAME.previous.EXT.
-            for name in (CHECKPOINT_NAME, METRICS_NAME, SUMMARY_NAME, CONFIG_NAME):
-                path = out / name
-                if path.exists():
-                    path.replace(path.with_name(f"{path.stem}.previous{path.suffix}"))
-            if not config.quiet:
-                print(
-                    f"{out} held an earlier run: moved its checkpoint, metrics, summary and "
-                    "config to *.previous.* there",
-                    file=sys.stderr,
-                )
+        # A fresh start never destroys an earlier run: its files become NAME.previous-N.EXT.
+        keep_earlier_run(out, quiet=config.quiet)
         metrics_path.write_text("")
-        summary_path.unlink(missing_ok=True)  # a stale summary must not pass for this run's
     atomic_write_bytes(out / CONFIG_NAME, (config.to_json() + "\n").encode())
 
     tokens_per_step = config.batch_size * dataset.tokens_per_example
