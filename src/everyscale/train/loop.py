@@ -70,7 +70,6 @@ from everyscale.train.schedules import get_schedule
 __all__ = ["NonFiniteLossError", "TrainingInterrupted", "build_model_for", "evaluate", "run"]
 
 
-
 class NonFiniteLossError(FloatingPointError):
     """The loss (or gradient norm, or a weight) became NaN or infinite at ``step``.
 
