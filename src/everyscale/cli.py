@@ -11,6 +11,7 @@ import ast
 import importlib
 import json
 import sys
+import warnings
 from typing import Any
 
 from everyscale import __version__
@@ -58,7 +59,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _format_warning(message, category, filename, lineno, line=None) -> str:
+    """Warnings for CLI users: one line, no source location."""
+    from everyscale.cliargs import EveryscaleDeprecationWarning
+
+    if issubclass(category, EveryscaleDeprecationWarning):
+        return ""  # the deprecated flag already printed its own line
+    return f"warning: {message}\n"
+
+
 def main(argv: list[str] | None = None) -> int:
+    previous_format = warnings.formatwarning
+    warnings.formatwarning = _format_warning
+    try:
+        return _main(argv)
+    finally:
+        warnings.formatwarning = previous_format
+
+
+def _main(argv: list[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
