@@ -187,7 +187,7 @@ def test_resume_of_a_finished_run_without_its_checkpoint(tmp_path):
     assert run(_tiny(tmp_path, resume=True))["final_val_loss"] == done["final_val_loss"]
     assert _files(folder) == before
     # Other settings: refused with what to do; the finished run is untouched.
-    with pytest.raises(ValueError, match=r"--resume: .*completed run.*steps: 2 then, 5 now"):
+    with pytest.raises(ValueError, match=r"--resume: .*completed run.*steps: 2 vs now 5"):
         run(_tiny(tmp_path, resume=True, steps=5, lr=0.02))
     assert _files(folder) == before
 

@@ -37,7 +37,6 @@ __all__ = [
     "LOCK_NAME",
     "RunFolderLocked",
     "RunLock",
-    "finished_run",
     "is_lock_holder",
     "keep_earlier_run",
     "keep_generation",
@@ -287,41 +286,6 @@ METRICS_NAME = "metrics.jsonl"
 SUMMARY_NAME = "summary.json"
 CONFIG_NAME = "config.json"
 RUN_FILES = (CHECKPOINT_NAME, METRICS_NAME, SUMMARY_NAME, CONFIG_NAME)
-
-
-def finished_run(folder: str | os.PathLike, fingerprint: dict) -> dict | None:
-    """The summary of a completed run in ``folder`` trained under ``fingerprint``, else None.
-
-    For ``--resume`` of a run whose checkpoint was not kept: the same settings mean it is
-    finished (nothing to do); other settings are refused, since nothing can be continued and
-    overwriting the finished run would lose it.
-    """
-    from everyscale.train.config import TrainConfig  # config imports no rundir: no cycle
-
-    folder = Path(folder)
-    try:
-        summary = json.loads((folder / SUMMARY_NAME).read_text())
-    except (OSError, ValueError):
-        return None
-    if not isinstance(summary, dict) or summary.get("status") != "completed":
-        return None
-    try:
-        saved = TrainConfig.from_json(folder / CONFIG_NAME).fingerprint()
-    except (OSError, ValueError, TypeError):
-        saved = {}
-    differing = sorted(
-        k for k in set(saved) | set(fingerprint) if saved.get(k) != fingerprint.get(k)
-    )
-    if not differing:
-        return summary
-    details = ", ".join(
-        f"{k}: {saved.get(k)!r} then, {fingerprint.get(k)!r} now" for k in differing
-    )
-    raise ValueError(
-        f"--resume: {folder} holds a completed run whose checkpoint was not kept, trained with "
-        f"other settings ({details}); there is nothing to continue. Drop --resume to train "
-        "anew (the finished run's files are kept as NAME.previous-N.EXT), or choose another --out"
-    )
 
 
 def keep_earlier_run(folder: str | os.PathLike, *, quiet: bool = False) -> int | None:
