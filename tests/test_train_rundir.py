@@ -240,3 +240,34 @@ def test_rank_other_than_zero_takes_no_lock(tmp_path):
     folder = tmp_path / "run"
     with RunLock(folder):  # the launcher holds it; rank 1 still runs
         assert run(_tiny(tmp_path), rank=1)["status"] == "completed"
+
+
+def test_a_ladder_and_a_sweep_lock_their_folder(tmp_path):
+    from everyscale.ladder import make_plan, run_ladder
+    from everyscale.scale.transfer import SweepConfig, sweep
+
+    folder = tmp_path / "busy"
+    proc = _start_holder(folder)
+    try:
+        with pytest.raises(RunFolderLocked, match=f"pid {proc.pid}"):
+            run_ladder(make_plan("tiny"), folder, progress=False, workers=1)
+        with pytest.raises(RunFolderLocked, match=f"pid {proc.pid}"):
+            sweep(SweepConfig(widths=[16, 32], out=str(folder)), progress=False)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert sorted(p.name for p in folder.iterdir()) == [LOCK_NAME]  # nothing was written
+
+
+def test_each_ladder_run_holds_its_own_folder(tmp_path):
+    from everyscale.ladder import make_plan
+    from everyscale.ladder.ladder import execute_run, train_run
+
+    plan = make_plan("tiny")
+    spec = plan.sweep_runs()[0]
+    run_dir = tmp_path / "runs" / spec.name
+    with RunLock(run_dir):  # e.g. a leftover process still training that run
+        record = None
+        with pytest.raises(RunFolderLocked):
+            record = execute_run(spec, plan, tmp_path, False, train_run)
+    assert record is None
