@@ -116,3 +116,16 @@ def test_non_finite_numbers_are_refused_by_name(field, value):
         TrainConfig(**{field: value}).validate(check_optimizer=False)
     except ValueError as err:
         assert field in str(err) or "fraction" in str(err) or "warmup" in str(err)
+
+
+@FAST
+@given(st.lists(ANY_TEXT, max_size=4))
+def test_per_optimizer_options_give_a_dict_or_a_value_error(items):
+    from everyscale.scale.cli import parse_options
+
+    try:
+        options = parse_options(items, ["scion", "adamw"])
+    except ValueError as err:
+        assert "--option" in str(err)
+    else:
+        assert set(options) <= {"scion", "adamw"}
