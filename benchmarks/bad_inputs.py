@@ -653,6 +653,7 @@ def main() -> int:
                 else "not as expected"
             )
             kind = "clean error" if outcome.result.clean_error else f"exit {outcome.result.code}"
+            outcome.note = " ".join(outcome.note.split())  # one line per case
             print(
                 f"[{group}] {name}: {status} ({kind}){'; ' + outcome.note if outcome.note else ''}"
             )

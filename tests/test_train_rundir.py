@@ -78,6 +78,17 @@ def test_a_live_process_holds_it_and_a_killed_one_releases_it(tmp_path):
         assert lock.holder()["pid"] == os.getpid()
 
 
+def test_the_refusal_crosses_a_process_pool(tmp_path):
+    import pickle
+
+    with RunLock(tmp_path) as lock:
+        with pytest.raises(RunFolderLocked) as info:
+            RunLock(tmp_path).acquire()
+        copy = pickle.loads(pickle.dumps(info.value))
+        assert str(copy) == str(info.value)
+        assert copy.holder == lock.holder() and copy.holder["pid"] == os.getpid()
+
+
 def test_a_stale_lock_file_with_garbage_is_taken_over(tmp_path):
     (tmp_path / LOCK_NAME).write_text("not json")
     with RunLock(tmp_path) as lock:

@@ -52,9 +52,12 @@ RANK_VARIABLES = ("EVERYSCALE_RANK", "RANK")
 class RunFolderLocked(ValueError):
     """Another live process is writing the run folder; ``holder`` says who (pid, start, ...)."""
 
-    def __init__(self, message: str, holder: dict):
+    def __init__(self, message: str, holder: dict | None = None):
         super().__init__(message)
-        self.holder = holder
+        self.holder = holder or {}
+
+    def __reduce__(self):  # crosses process pools (a ladder's workers) with its holder
+        return type(self), (str(self), self.holder)
 
 
 def is_lock_holder(rank: int | None = None) -> bool:
