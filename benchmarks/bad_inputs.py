@@ -222,6 +222,60 @@ def two_writers(work: Path) -> Outcome:
     return Outcome(second, expected, lost, note)
 
 
+HOLDER = (
+    "import sys, time\n"
+    "from everyscale.train.rundir import RunLock\n"
+    "with RunLock(sys.argv[1]):\n"
+    "    print('locked', flush=True)\n"
+    "    time.sleep(120)\n"
+)
+
+
+def _while_held(folder: Path, *argv: str) -> tuple[Result, int]:
+    """``everyscale ARGV`` in this process while another process holds ``folder``'s lock."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(folder)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=_child_env(),
+    )
+    try:
+        holder.stdout.readline()
+        return cli(*argv), holder.pid
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+@case("run folders", "ladder on a folder another process is writing")
+def ladder_while_held(work: Path) -> Outcome:
+    out = work / "held-ladder"
+    result, pid = _while_held(out, "ladder", "--budget", "tiny", "--quiet", "--out", str(out))
+    expected = result.clean_error and f"pid {pid}" in result.err and one_line(result)
+    return Outcome(result, expected, note=result.err.strip()[:120])
+
+
+@case("run folders", "transfer on a folder another process is writing")
+def transfer_while_held(work: Path) -> Outcome:
+    out = work / "held-transfer"
+    result, pid = _while_held(out, "transfer", "--widths", "16,32", "--quiet", "--out", str(out))
+    expected = result.clean_error and f"pid {pid}" in result.err and one_line(result)
+    return Outcome(result, expected, note=result.err.strip()[:120])
+
+
+@case("run folders", "ladder and transfer --out naming a file")
+def ladder_transfer_out_file(work: Path) -> Outcome:
+    target = work / "not-a-folder.txt"
+    target.write_text("mine")
+    before = digest(target)
+    ladder = cli("ladder", "--budget", "tiny", "--quiet", "--out", str(target))
+    transfer = cli("transfer", "--widths", "16,32", "--quiet", "--out", str(target))
+    lost = lost_since(before)
+    expected = all(r.clean_error and "--out" in r.err and one_line(r) for r in (ladder, transfer))
+    worst = ladder if ladder.traceback or not transfer.traceback else transfer
+    return Outcome(worst, expected and not lost, lost, transfer.err.strip()[:120])
+
+
 @case("run folders", "--resume, other flags, finished run without its checkpoint")
 def resume_finished_without_checkpoint(work: Path) -> Outcome:
     out = work / "finished"
