@@ -116,3 +116,22 @@ def test_transfer_option_for_every_optimizer_or_one():
         "scion": {"weight_decay": 0, "radius": 1},
         "adamw": {"weight_decay": 0},
     }
+
+
+@pytest.mark.parametrize("command", ["train", "describe", "ladder", "transfer"])
+def test_every_help_example_parses(command, capsys):
+    import shlex
+
+    with pytest.raises(SystemExit):
+        cli.main([command, "--help"])
+    tail = capsys.readouterr().out.rstrip().splitlines()
+    start = max(i for i, line in enumerate(tail) if line.startswith("example"))
+    parser = cli.build_parser()
+    for line in tail[start + 1 :]:
+        argv = shlex.split(line)[1:]  # without "everyscale"
+        args = parser.parse_args(argv)
+        assert args.command == command
+        if command == "train":
+            from everyscale.train.cli import config_from_args
+
+            config_from_args(args).validate()
