@@ -652,7 +652,7 @@ def fit_target_column(work: Path) -> Outcome:
 @case("laws", "fit with a tied and a fixed parameter")
 def fit_fixed_tie(work: Path) -> Outcome:
     data = write_points_csv(work / "runs-tie.csv")
-    result = cli("fit", str(data), "--tie", "alpha=beta", "--fixed", "e=0.5")
+    result = cli("fit", str(data), "--tie", "alpha=beta", "--fix", "E=1.82")
     return Outcome(result, result.code == 0, note=result.err.strip()[-120:])
 
 
