@@ -65,6 +65,9 @@ def test_ladder_optimizer_and_embeddings_pair():
         (["describe", "--model", "mlp", "--option", "radius"], "--option expects KEY=VALUE"),
         (["describe", "--shape", "tied=no", "--width", "16", "--shape", "heads=2"], "tied must"),
         (["describe", "--model", "mlp", "--shape", "input_shape=abc"], "input_shape must"),
+        (["describe", "--model", "mlp", "--option", "roles=abc"], "roles must map"),
+        (["describe", "--model", "mlp", "--option", "example_input=3"], "example_input must"),
+        (["train", "--steps", "1", "--option", "lr=0.1", "--out", "unused"], "(--lr)"),
     ],
 )
 def test_bad_values_are_one_line(argv, words, capsys):

@@ -91,7 +91,8 @@ def test_config_kinds_are_checked():
         ({"tied": "no"}, "--tied"),
         ({"out": 5}, "--out"),
         ({"threads": True}, "--threads"),
-        ({"optimizer_options": {"lr": float("nan")}}, "--option lr"),
+        ({"optimizer_options": {"momentum": float("nan")}}, "--option momentum"),
+        ({"optimizer_options": {"lr": 0.1}}, "--lr"),
     ):
         with pytest.raises(ValueError, match=flag):
             TrainConfig.from_dict(values).validate()

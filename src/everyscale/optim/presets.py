@@ -201,6 +201,25 @@ def _settings(preset: str, overrides: dict[str, Any]) -> dict[str, Any]:
     return options
 
 
+def _check_python_only_options(example_input: Any, roles: Any) -> None:
+    """``example_input`` holds tensors; ``roles`` maps patterns to roles."""
+    if example_input is not None:
+        values = example_input.values() if isinstance(example_input, dict) else example_input
+        values = [values] if isinstance(values, torch.Tensor) else values
+        if not isinstance(values, (list, tuple, type({}.values()))) or not any(
+            isinstance(v, torch.Tensor) for v in values
+        ):
+            raise ValueError(
+                "example_input must be a tensor (or a tuple or dict of the model's arguments "
+                f"holding tensors), got {example_input!r}"
+            )
+    if roles is not None and not isinstance(roles, dict):
+        raise ValueError(
+            'roles must map parameter-name patterns to roles, e.g. {"head.*": "output"}, '
+            f"got {roles!r}"
+        )
+
+
 # Options whose default is None but whose value, when given, is a number.
 _NUMBER_OR_NONE = {"input_radius", "output_radius", "vector_radius", "rest_lr", "eps"}
 _NUMBER_OR_NONE |= {"rest_weight_decay"}
@@ -412,6 +431,7 @@ def optimizer(
         )
     foreach = overrides.get("foreach")
     nonfinite = overrides.get("nonfinite", "raise")
+    _check_python_only_options(overrides.get("example_input"), overrides.get("roles"))
 
     entries = _entries(
         params_or_model,

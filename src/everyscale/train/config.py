@@ -258,6 +258,11 @@ class TrainConfig:
                     f"optimizer option name {key!r} is not a keyword: --option KEY=VALUE takes "
                     "the optimizer's torch.optim names (e.g. weight_decay)"
                 )
+            if key == "lr":
+                raise ValueError(
+                    "optimizer_options must not hold lr: the learning rate is its own field "
+                    "(--lr), which the schedule multiplies"
+                )
             if not _all_finite(value):
                 raise ValueError(
                     f"optimizer option {key}={value!r} is not finite: give a finite number "
