@@ -13,6 +13,7 @@ hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
+from everyscale.cli import main as main_cli  # noqa: E402
 from everyscale.cli import parse_value  # noqa: E402
 from everyscale.cliargs import parse_option  # noqa: E402
 from everyscale.train.config import TrainConfig  # noqa: E402
@@ -130,3 +131,41 @@ def test_per_optimizer_options_give_a_dict_or_a_value_error(items):
         assert "--option" in str(err)
     else:
         assert set(options) <= {"scion", "adamw"}
+
+
+def _preset_option_names() -> list[str]:
+    from everyscale.optim.presets import _COMMON, _OPTIONS
+
+    return sorted({k for options in _OPTIONS.values() for k in options} | _COMMON | {"lr"})
+
+
+OPTION_VALUES = st.one_of(
+    st.sampled_from(["abc", "-1", "0", "2", "nan", "1e400", "[0.9]", "[1,2,3]", "True", "None"]),
+    st.sampled_from(["{}", "(1,)", "[[1]]", '{"a": 1}', "adamw", "muon", "svd", "bfloat16"]),
+    LITERALISH,
+)
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    st.sampled_from(["sgd", "signum", "lion", "adamw", "muon", "scion", "clipped_scion"]),
+    st.sampled_from(_preset_option_names()),
+    OPTION_VALUES,
+)
+def test_describe_with_any_option_value_exits_zero_or_two(preset, key, value):
+    import contextlib
+    import io
+    import warnings
+
+    argv = ["describe", "--model", "gpt", "--width", "16", "--depth", "1", "--shape", "heads=2"]
+    argv += ["--optimizer", preset, "--option", f"{key}={value}"]
+    with (
+        contextlib.redirect_stdout(io.StringIO()),
+        contextlib.redirect_stderr(io.StringIO()) as err,
+        warnings.catch_warnings(),
+    ):
+        warnings.simplefilter("ignore")
+        code = main_cli(argv)
+    assert code in (0, 2)
+    if code == 2:
+        assert "everyscale describe: error:" in err.getvalue()

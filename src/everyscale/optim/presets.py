@@ -282,7 +282,8 @@ def _group_settings(
 
 
 def _muon_settings(lr: float, o: dict[str, Any], role: Role, p: torch.Tensor) -> dict[str, Any]:
-    if o["adjust_lr_fn"] not in _MUON_ADJUSTMENTS:
+    adjust = o["adjust_lr_fn"]
+    if not (adjust is None or isinstance(adjust, str)) or adjust not in _MUON_ADJUSTMENTS:
         raise ValueError(
             f"muon: adjust_lr_fn must be None, 'original' or 'match_rms_adamw', got "
             f"{o['adjust_lr_fn']!r}"
