@@ -134,9 +134,10 @@ def test_per_optimizer_options_give_a_dict_or_a_value_error(items):
 
 
 def _preset_option_names() -> list[str]:
-    from everyscale.optim.presets import _COMMON, _OPTIONS
+    from everyscale.optim.registry import COMMON_OPTIONS, PRESETS, get_preset
 
-    return sorted({k for options in _OPTIONS.values() for k in options} | _COMMON | {"lr"})
+    names = {k for preset in PRESETS for k in get_preset(preset).option_names()}
+    return sorted(names | COMMON_OPTIONS | {"lr"})
 
 
 OPTION_VALUES = st.one_of(
