@@ -7,14 +7,12 @@ which exposes `register(subparsers)`; every subcommand sets `func(args) -> int`.
 from __future__ import annotations
 
 import argparse
-import ast
 import importlib
-import json
 import sys
 import warnings
-from typing import Any
 
 from everyscale import __version__
+from everyscale.cliargs import parse_value  # noqa: F401  (everyscale.cli.parse_value)
 
 # The modules that contribute subcommands, in the order `--help` lists them.
 COMMAND_MODULES = (
@@ -24,22 +22,6 @@ COMMAND_MODULES = (
     "everyscale.scale.cli",  # transfer
     "everyscale.laws.cli",  # fit, predict, allocate
 )
-
-
-def parse_value(raw: str) -> Any:
-    """The VALUE of a ``KEY=VALUE`` option, read the same way by every subcommand.
-
-    JSON first (``0.1``, ``true``, ``[0.9, 0.95]``), then a Python literal (``True``,
-    ``(0.9, 0.95)``), else the text itself (a bare word such as ``match_rms_adamw``).
-    """
-    try:
-        return json.loads(raw)
-    except (json.JSONDecodeError, RecursionError):
-        pass
-    try:
-        return ast.literal_eval(raw)
-    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
-        return raw  # not a literal (``{[]: 1}``, nested too deep, ...): the text itself
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -22,6 +22,8 @@ example (``example_epilog``).
 from __future__ import annotations
 
 import argparse
+import ast
+import json
 import sys
 import warnings
 from collections.abc import Sequence
@@ -122,13 +124,27 @@ def add_option_flag(parser: argparse.ArgumentParser, *, per_optimizer: bool = Fa
     )
 
 
+def parse_value(raw: str) -> Any:
+    """The VALUE of a ``KEY=VALUE`` option, read the same way by every subcommand.
+
+    JSON first (``0.1``, ``true``, ``[0.9, 0.95]``), then a Python literal (``True``,
+    ``(0.9, 0.95)``), else the text itself (a bare word such as ``match_rms_adamw``).
+    """
+    try:
+        return json.loads(raw)
+    except (json.JSONDecodeError, RecursionError):
+        pass
+    try:
+        return ast.literal_eval(raw)
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+        return raw  # not a literal (``{[]: 1}``, nested too deep, ...): the text itself
+
+
 def parse_option(text: str, flag: str = "--option") -> tuple[str, Any]:
-    """``KEY=VALUE`` -> ``(KEY, value)``, the value read by :func:`everyscale.cli.parse_value`.
+    """``KEY=VALUE`` -> ``(KEY, value)``, the value read by :func:`parse_value`.
 
     Raises ``ValueError`` naming ``flag`` when the ``=`` or the key is missing.
     """
-    from everyscale.cli import parse_value  # the top-level CLI owns the one value reader
-
     key, sep, raw = str(text).partition("=")
     key = key.strip()
     if not sep or not key:

@@ -22,7 +22,7 @@ __all__ = ["register"]
 
 
 def _key_value(text: str) -> tuple[str, Any]:
-    """``KEY=VALUE`` of ``--shape``, VALUE read by :func:`everyscale.cli.parse_value`."""
+    """``KEY=VALUE`` of ``--shape``, VALUE read by :func:`everyscale.cliargs.parse_value`."""
     try:
         return parse_option(text, "--shape")
     except ValueError as err:

@@ -148,7 +148,7 @@ def parse_options(items: list[str], optimizers: list[str]) -> dict[str, dict]:
     ``{"scion": {"radius": 1, "weight_decay": 0}, ...}``.
 
     ``PRESET.KEY=VALUE`` applies to that preset, a plain ``KEY=VALUE`` to every one of
-    ``optimizers``; values by :func:`everyscale.cli.parse_value`.
+    ``optimizers``; values by :func:`everyscale.cliargs.parse_value`.
     """
     options: dict[str, dict] = {}
     for item in items:
