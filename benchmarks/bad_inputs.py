@@ -695,7 +695,9 @@ def main() -> int:
                 continue
             try:
                 outcome = function(work)
-            except Exception:  # the harness itself, or a library call outside main()
+            except KeyboardInterrupt:
+                raise
+            except BaseException:  # a library call or parser outside main(), SystemExit too
                 outcome = Outcome(Result(-1, "", "", traceback.format_exc()), False)
             counts["cases"] += 1
             counts["clean"] += outcome.result.clean_error
