@@ -153,6 +153,10 @@ class NormOptimizer(torch.optim.Optimizer):
             "foreach": foreach,
         }
         self._counters = {"steps": 0, "skipped_steps": 0}
+        #: ``lmo_hook(optimizer, norm, params, directions, foreach) -> list[Tensor]``, when set,
+        #: computes a group's base LMOs instead of ``_base_lmos`` (``everyscale.dist`` installs
+        #: one that lets one owner rank compute each polar factor and shares the results).
+        self.lmo_hook: Callable[..., list[Tensor]] | None = None
         super().__init__(params, defaults)
 
     # ---------------------------------------------------------------- groups
@@ -444,6 +448,24 @@ class NormOptimizer(torch.optim.Optimizer):
                 out[i] = lmo
         return out  # type: ignore[return-value]
 
+    def _lmos(
+        self, norm: Norm, params: list[Tensor], directions: list[Tensor], foreach: bool
+    ) -> list[Tensor]:
+        """``lmo_0`` of each direction, through ``lmo_hook`` when one is installed."""
+        if self.lmo_hook is None:
+            return self._base_lmos(norm, directions, foreach)
+        return self.lmo_hook(self, norm, params, directions, foreach)
+
+    def _sharp_from_units(
+        self, norm: Norm, params: list[Tensor], directions: list[Tensor], foreach: bool
+    ) -> list[Tensor]:
+        """``d# = -||d||_* lmo(d)`` with ``||d||_* = -<d, lmo(d)>`` (as ``Norm.sharp``)."""
+        updates = []
+        for d, u, p in zip(directions, self._lmos(norm, params, directions, foreach), params):
+            u = u.mul_(norm.scale(p.shape))
+            updates.append(u.mul_((d * u).sum()))
+        return updates
+
     def _template(
         self,
         group: dict[str, Any],
@@ -472,12 +494,14 @@ class NormOptimizer(torch.optim.Optimizer):
         if kind == "sharp":
             if isinstance(norm, Identity):
                 updates = directions
+            elif self.lmo_hook is not None:
+                updates = self._sharp_from_units(norm, params, directions, foreach)
             else:
                 updates = [norm.sharp(d) for d in directions]
             self._apply(params, updates, [-lr] * len(params), foreach)
             return
 
-        units = self._base_lmos(norm, directions, foreach)
+        units = self._lmos(norm, params, directions, foreach)
         scales = [norm.scale(p.shape) for p in params]
         if kind == "clipped":
             # ||d||_* = -<d, lmo(d)> = -s <d, lmo_0(d)>; step gamma min(rho, ||d||_*) s lmo_0(d).

@@ -1,0 +1,204 @@
+"""What each spawned rank runs for tests/test_dist.py (importable by the spawned children).
+
+A tiny everyscale GPT trains on fixed random tokens. ``global_batch(step)`` is the same on
+every rank; a rank takes its slice, and the one-process reference walks the same slices as
+micro-batches, so with the loss of a micro-batch divided by their number the summed gradient
+is the one DDP averages (exactly, at 2 ranks: a power-of-two scale and one addition).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+
+import everyscale
+from everyscale.train.models import build_model
+
+SHAPE = {"width": 32, "depth": 2, "heads": 2, "context": 8, "vocab": 64}
+BATCH = 8
+STEPS = 20
+#: float32 Newton-Schulz everywhere: the same products on every rank and in one process
+SETTINGS: dict[str, dict[str, Any]] = {
+    "sgd": {"lr": 0.05, "momentum": 0.9},
+    "adamw": {"lr": 3e-3},
+    "muon": {"lr": 0.02, "ns_dtype": "float32"},
+    "scion": {"lr": 2.0**-10, "ns_dtype": "float32"},
+}
+
+
+def build(seed: int = 0, depth: int = SHAPE["depth"]) -> nn.Module:
+    torch.manual_seed(seed)
+    return build_model("gpt", **{**SHAPE, "depth": depth})
+
+
+def global_batch(step: int) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(1000 + step)
+    tokens = torch.randint(SHAPE["vocab"], (BATCH, SHAPE["context"] + 1), generator=generator)
+    return tokens[:, :-1], tokens[:, 1:]
+
+
+def micro_batch(step: int, index: int, count: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Micro-batch ``index`` of ``count`` equal slices of the global batch of ``step``."""
+    x, y = global_batch(step)
+    size = BATCH // count
+    return x[index * size : (index + 1) * size], y[index * size : (index + 1) * size]
+
+
+def loss_of(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    x, y = batch
+    logits = model(x)
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
+
+
+def make_optimizer(model: nn.Module, preset: str) -> torch.optim.Optimizer:
+    settings = dict(SETTINGS[preset])
+    return everyscale.optimizer(model, preset, **settings)
+
+
+def full_params(model: nn.Module) -> dict[str, torch.Tensor]:
+    out = {}
+    for name, p in model.named_parameters():
+        value = p.full_tensor() if hasattr(p, "full_tensor") else p
+        out[name] = value.detach().clone()
+    return out
+
+
+def train_single(
+    preset: str, steps: int = STEPS, accum: int = 2, seed: int = 0, depth: int = SHAPE["depth"]
+) -> dict:
+    """The one-process reference: ``accum`` micro-batches per step."""
+    model = build(seed, depth)
+    opt = make_optimizer(model, preset)
+    for step in range(steps):
+        for k in range(accum):
+            (loss_of(model, micro_batch(step, k, accum)) / accum).backward()
+        opt.step()
+        opt.zero_grad()
+    return full_params(model)
+
+
+def count_polar_calls() -> list[int]:
+    """Patch ``polar_factor`` to count its calls (one per batched stack); returns the counter."""
+    from everyscale.optim import polar
+
+    counter = [0]
+    original = polar.polar_factor
+
+    def counted(*args: Any, **kwargs: Any) -> torch.Tensor:
+        counter[0] += 1
+        return original(*args, **kwargs)
+
+    polar.polar_factor = counted
+    return counter
+
+
+def train_ddp(
+    preset: str,
+    steps: int = STEPS,
+    micro: int = 1,
+    seed: int = 0,
+    depth: int = SHAPE["depth"],
+    hook: Callable | None = None,
+) -> dict:
+    """DDP: this rank's slice of every global batch, in ``micro`` accumulated micro-batches."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    rank, world = dist.get_rank(), dist.get_world_size()
+    model = build(seed, depth)
+    ddp = DistributedDataParallel(model)
+    opt = everyscale.dist.distribute(make_optimizer(model, preset))
+    for step in range(steps):
+        for k in range(micro):
+            last = k == micro - 1
+            with contextlib.nullcontext() if last else ddp.no_sync():
+                batch = micro_batch(step, rank * micro + k, world * micro)
+                (loss_of(ddp, batch) / micro).backward()
+        opt.step()
+        opt.zero_grad()
+        if hook is not None:
+            hook(step, model, opt)
+    return full_params(model)
+
+
+def shard(model: nn.Module) -> nn.Module:
+    from torch.distributed.fsdp import fully_shard
+
+    for block in model.blocks:
+        fully_shard(block)
+    fully_shard(model)
+    return model
+
+
+def train_fsdp(preset: str, steps: int = STEPS, seed: int = 0) -> dict:
+    rank, world = dist.get_rank(), dist.get_world_size()
+    model = shard(build(seed))
+    opt = everyscale.dist.distribute(make_optimizer(model, preset))
+    for step in range(steps):
+        loss_of(model, micro_batch(step, rank, world)).backward()
+        opt.step()
+        opt.zero_grad()
+    return full_params(model)
+
+
+def expect_error(run: Callable[[], Any]) -> str:
+    """The message of the ValueError ``run`` raises ("" if none)."""
+    try:
+        run()
+    except ValueError as err:
+        return str(err)
+    return ""
+
+
+def cases_two_ranks(rank: int, out: Path) -> dict:
+    import everyscale.dist  # noqa: F401
+
+    results: dict[str, Any] = {}
+    for preset in SETTINGS:
+        results[f"ddp/{preset}"] = train_ddp(preset)
+    counter = count_polar_calls()
+    results["ddp/muon/micro4"] = train_ddp("muon", steps=3, micro=2)
+    results["polar_calls/micro4"] = counter[0]
+    counter[0] = 0
+    train_ddp("muon", steps=3, micro=1)
+    results["polar_calls/micro1"] = counter[0]
+    # uneven: one fc and one proj matrix (one of each shape) for two ranks
+    results["ddp/muon/depth1"] = train_ddp("muon", depth=1)
+    for preset in SETTINGS:
+        results[f"fsdp/{preset}"] = train_fsdp(preset)
+    return results
+
+
+def cases_four_ranks(rank: int, out: Path) -> dict:
+    import everyscale.dist  # noqa: F401
+
+    return {f"ddp/{preset}": train_ddp(preset) for preset in ("sgd", "adamw", "muon")}
+
+
+CASES = {2: cases_two_ranks, 4: cases_four_ranks}
+
+
+def worker(rank: int, world: int, port: int, out: str) -> None:
+    """One rank: join the gloo group, run this world size's cases, save them (or the error)."""
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    from datetime import timedelta
+
+    dist.init_process_group("gloo", rank=rank, world_size=world, timeout=timedelta(seconds=60))
+    path = Path(out)
+    try:
+        results = CASES[world](rank, path)
+    except Exception:
+        results = {"error": traceback.format_exc()}
+        raise
+    finally:
+        torch.save(results, path / f"rank{rank}.pt")
+        dist.destroy_process_group()
