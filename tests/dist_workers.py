@@ -138,12 +138,42 @@ def shard(model: nn.Module) -> nn.Module:
     return model
 
 
-def train_fsdp(preset: str, steps: int = STEPS, seed: int = 0) -> dict:
+def train_fsdp(
+    preset: str,
+    steps: int = STEPS,
+    seed: int = 0,
+    start: int = 0,
+    save_at: int | None = None,
+    resume: Path | None = None,
+    folder: Path | None = None,
+) -> dict:
+    """FSDP2 with this rank's slice; optionally save at ``save_at`` or resume from ``resume``."""
+    from everyscale.dist import checkpoint
+
     rank, world = dist.get_rank(), dist.get_world_size()
     model = shard(build(seed))
     opt = everyscale.dist.distribute(make_optimizer(model, preset))
-    for step in range(steps):
+    if resume is not None:
+        start = checkpoint.load(resume, model, opt)["step"]
+    for step in range(start, steps):
+        if step == save_at:
+            checkpoint.save(folder, model, opt, extra={"step": step})
         loss_of(model, micro_batch(step, rank, world)).backward()
+        opt.step()
+        opt.zero_grad()
+    return full_params(model)
+
+
+def train_single_resumed(preset: str, folder: Path, steps: int = STEPS, accum: int = 2) -> dict:
+    """One plain process resuming a checkpoint saved by sharded ranks (DCP reshards)."""
+    from everyscale.dist import checkpoint
+
+    model = build(seed=123)
+    opt = make_optimizer(model, preset)
+    start = checkpoint.load(folder, model, opt)["step"]
+    for step in range(start, steps):
+        for k in range(accum):
+            (loss_of(model, micro_batch(step, k, accum)) / accum).backward()
         opt.step()
         opt.zero_grad()
     return full_params(model)
@@ -174,6 +204,12 @@ def cases_two_ranks(rank: int, out: Path) -> dict:
     results["ddp/muon/depth1"] = train_ddp("muon", depth=1)
     for preset in SETTINGS:
         results[f"fsdp/{preset}"] = train_fsdp(preset)
+    # checkpoints: save at step 10 on 2 ranks, resume on 2 ranks from another initialization
+    for preset in ("muon", "adamw"):
+        folder = out / f"ckpt-{preset}"
+        results[f"ckpt/{preset}/through"] = train_fsdp(preset, save_at=10, folder=folder)
+        results[f"ckpt/{preset}/resumed"] = train_fsdp(preset, seed=123, resume=folder)
+    results["errors"] = bad_inputs(rank)
     return results
 
 
@@ -181,6 +217,26 @@ def cases_four_ranks(rank: int, out: Path) -> dict:
     import everyscale.dist  # noqa: F401
 
     return {f"ddp/{preset}": train_ddp(preset) for preset in ("sgd", "adamw", "muon")}
+
+
+def bad_inputs(rank: int) -> dict[str, str]:
+    """The error each rank gets for a layout, a mode and a parameter list that cannot run."""
+    from torch.distributed.fsdp import fully_shard
+    from torch.distributed.tensor import Shard
+
+    from everyscale.dist import distribute
+
+    errors = {}
+    model = build()
+    fully_shard(model, shard_placement_fn=lambda p: Shard(1) if p.ndim == 2 else None)
+    errors["shard1"] = expect_error(lambda: distribute(make_optimizer(model, "muon")))
+    sharded = shard(build())
+    errors["ddp_on_dtensor"] = expect_error(
+        lambda: distribute(make_optimizer(sharded, "muon"), parallel="ddp")
+    )
+    mismatched = build(depth=1 if rank == 1 else 2)
+    errors["mismatch"] = expect_error(lambda: distribute(make_optimizer(mismatched, "muon")))
+    return errors
 
 
 CASES = {2: cases_two_ranks, 4: cases_four_ranks}
@@ -194,6 +250,7 @@ def worker(rank: int, world: int, port: int, out: str) -> None:
 
     dist.init_process_group("gloo", rank=rank, world_size=world, timeout=timedelta(seconds=60))
     path = Path(out)
+    results: dict[str, Any] = {}
     try:
         results = CASES[world](rank, path)
     except Exception:

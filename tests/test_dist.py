@@ -1,0 +1,142 @@
+"""everyscale.dist on real spawned gloo processes against one process (tests/dist_workers.py).
+
+One spawn per world size runs all of its cases (a spawn costs seconds of imports); the tests
+below read what the ranks saved. At 2 ranks gloo's sum of two gradients is exact, so DDP and
+FSDP2 runs must equal one process with ``grad_accum=2`` bit for bit; at 4 ranks the order of
+the sum differs and presets without a sign geometry must agree within 1e-5.
+"""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+import dist_workers as workers
+from everyscale.dist import assign_owners, distribute, shard_rows
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _spawn(world: int, folder: Path) -> list[dict]:
+    mp.spawn(workers.worker, args=(world, _free_port(), str(folder)), nprocs=world)
+    return [torch.load(folder / f"rank{r}.pt") for r in range(world)]
+
+
+@pytest.fixture(scope="module")
+def two(tmp_path_factory) -> tuple[list[dict], Path]:
+    folder = tmp_path_factory.mktemp("dist2")
+    return _spawn(2, folder), folder
+
+
+@pytest.fixture(scope="module")
+def four(tmp_path_factory) -> list[dict]:
+    return _spawn(4, tmp_path_factory.mktemp("dist4"))
+
+
+def _assert_equal(got: dict, want: dict) -> None:
+    assert got.keys() == want.keys()
+    for name in want:
+        assert torch.equal(got[name], want[name]), (
+            f"{name}: max diff {(got[name] - want[name]).abs().max().item():.3g}"
+        )
+
+
+def _max_diff(got: dict, want: dict) -> float:
+    return max((got[k] - want[k]).abs().max().item() for k in want)
+
+
+@pytest.mark.parametrize("preset", ["sgd", "adamw", "muon", "scion"])
+@pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
+def test_two_ranks_equal_one_process_bit_for_bit(two, parallel, preset):
+    ranks, _ = two
+    want = workers.train_single(preset, accum=2)
+    for results in ranks:
+        _assert_equal(results[f"{parallel}/{preset}"], want)
+    # and training moved the weights (a frozen model would also "agree")
+    start = workers.full_params(workers.build())
+    assert _max_diff(want, start) > 1e-3
+
+
+def test_uneven_split_one_matrix_of_a_shape_for_two_ranks(two):
+    ranks, _ = two
+    _assert_equal(ranks[0]["ddp/muon/depth1"], workers.train_single("muon", depth=1))
+
+
+def test_accumulating_four_micro_batches_equals_one_big_batch(two):
+    ranks, _ = two
+    got = ranks[0]["ddp/muon/micro4"]  # 2 ranks x 2 accumulated micro-batches
+    assert _max_diff(got, workers.train_single("muon", steps=3, accum=1)) < 1e-6
+
+
+def test_lmo_runs_once_per_step_and_the_work_splits(two):
+    ranks, _ = two
+    counter = workers.count_polar_calls()
+    workers.train_single("muon", steps=3, accum=1)
+    alone = counter[0]
+    for results in ranks:
+        # micro-batches do not add polar-factor calls
+        assert results["polar_calls/micro4"] == results["polar_calls/micro1"]
+        # each rank computes only its owned shape stacks: fewer calls than one process
+        assert 0 < results["polar_calls/micro1"] < alone
+    assert ranks[0]["polar_calls/micro1"] + ranks[1]["polar_calls/micro1"] >= alone
+
+
+@pytest.mark.parametrize("preset", ["muon", "adamw"])
+def test_checkpoint_saved_on_two_ranks_resumes_on_two_and_on_one(two, preset):
+    ranks, folder = two
+    through = ranks[0][f"ckpt/{preset}/through"]
+    _assert_equal(through, ranks[0][f"fsdp/{preset}"])  # saving changes nothing
+    _assert_equal(ranks[0][f"ckpt/{preset}/resumed"], through)  # resumed on 2 ranks: exact
+    checkpoint = folder / f"ckpt-{preset}"
+    assert (checkpoint / ".metadata").is_file()
+    assert not checkpoint.with_name(checkpoint.name + ".tmp").exists()
+    alone = workers.train_single_resumed(preset, checkpoint)  # resharded into one process
+    assert _max_diff(alone, through) < 1e-6
+
+
+def test_bad_layouts_and_mismatched_ranks_fail_on_every_rank(two):
+    ranks, _ = two
+    for results in ranks:
+        errors = results["errors"]
+        assert "Shard(dim=1)" in errors["shard1"] and "weight" in errors["shard1"]
+        assert "parallel='fsdp'" in errors["ddp_on_dtensor"]
+        assert "rank 1" in errors["mismatch"] and "blocks.1" in errors["mismatch"]
+
+
+@pytest.mark.parametrize("preset", ["sgd", "adamw", "muon"])
+def test_four_ranks_within_float_tolerance(four, preset):
+    want = workers.train_single(preset, accum=4)
+    for results in four:
+        assert _max_diff(results[f"ddp/{preset}"], want) < 1e-5
+    _assert_equal(four[3][f"ddp/{preset}"], four[0][f"ddp/{preset}"])
+
+
+def test_not_initialized_is_a_clear_error():
+    opt = workers.make_optimizer(workers.build(), "muon")
+    with pytest.raises(ValueError, match="init_process_group"):
+        distribute(opt)
+
+
+def test_owners_balance_flops_and_are_deterministic():
+    plan = assign_owners([8, 8, 1, 1, 1, 1, 4, 4], 2)
+    assert plan.loads == (14, 14)
+    assert plan.owner == assign_owners([8, 8, 1, 1, 1, 1, 4, 4], 2).owner
+    assert assign_owners([5], 3).owner == (0,)  # more ranks than jobs
+    with pytest.raises(ValueError, match="world_size"):
+        assign_owners([1], 0)
+
+
+def test_shard_rows_follow_torch_chunk():
+    for rows in range(0, 9):
+        for world in range(1, 5):
+            chunks = torch.arange(rows).chunk(world) if rows else ()
+            sizes = [len(c) for c in chunks] + [0] * (world - len(chunks))
+            assert [shard_rows(rows, world, r)[1] for r in range(world)] == sizes
