@@ -210,6 +210,7 @@ def cases_two_ranks(rank: int, out: Path) -> dict:
         results[f"ckpt/{preset}/through"] = train_fsdp(preset, save_at=10, folder=folder)
         results[f"ckpt/{preset}/resumed"] = train_fsdp(preset, seed=123, resume=folder)
     results["errors"] = bad_inputs(rank)
+    results["engine"] = engine_runs(out)
     return results
 
 
@@ -217,6 +218,40 @@ def cases_four_ranks(rank: int, out: Path) -> dict:
     import everyscale.dist  # noqa: F401
 
     return {f"ddp/{preset}": train_ddp(preset) for preset in ("sgd", "adamw", "muon")}
+
+
+def run_config(out: Path, **changes: Any):
+    """A tiny GPT run of the training loop (6 steps, checkpoints every 3)."""
+    from available_data import TEXT_DATA
+    from everyscale.train import TrainConfig
+
+    values = {
+        "model": "gpt", "data": TEXT_DATA, "width": 32, "depth": 2, "heads": 2, "context": 16,
+        "batch_size": 8, "steps": 6, "optimizer": "muon", "lr": 0.02,
+        "optimizer_options": {"ns_dtype": "float32"}, "eval_every": 3, "val_windows": 16,
+        "checkpoint_every": 3, "threads": 1, "quiet": True, "out": str(out),
+    }  # fmt: skip
+    return TrainConfig(**{**values, **changes})
+
+
+def engine_runs(out: Path) -> dict[str, Any]:
+    """The loop on 2 ranks: straight through, and stopped at step 3 then resumed."""
+    from everyscale.dist.engine import from_environment
+    from everyscale.train import run
+
+    summaries = {}
+    for parallel in ("ddp", "fsdp"):
+        distributed = from_environment(parallel)
+        through = out / f"run-{parallel}"
+        summaries[f"{parallel}/through"] = run(run_config(through), distributed=distributed)
+        resumed = out / f"run-{parallel}-resumed"
+        summaries[f"{parallel}/stopped"] = run(
+            run_config(resumed), distributed=distributed, should_stop=lambda r: r["step"] == 3
+        )
+        summaries[f"{parallel}/resumed"] = run(
+            run_config(resumed, resume=True), distributed=distributed
+        )
+    return summaries
 
 
 def bad_inputs(rank: int) -> dict[str, str]:

@@ -8,6 +8,7 @@ the sum differs and presets without a sign geometry must agree within 1e-5.
 
 from __future__ import annotations
 
+import json
 import socket
 from pathlib import Path
 
@@ -140,3 +141,28 @@ def test_shard_rows_follow_torch_chunk():
             chunks = torch.arange(rows).chunk(world) if rows else ()
             sizes = [len(c) for c in chunks] + [0] * (world - len(chunks))
             assert [shard_rows(rows, world, r)[1] for r in range(world)] == sizes
+
+
+def _metrics(folder: Path) -> list[dict]:
+    """The metrics rows without the wall-clock seconds."""
+    rows = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in row.items() if k != "seconds"} for row in rows]
+
+
+@pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
+def test_training_loop_on_two_ranks_equals_one_process_and_resumes(two, parallel, tmp_path):
+    from everyscale.train import run
+
+    ranks, folder = two
+    engine = ranks[0]["engine"]
+    assert engine[f"{parallel}/through"]["status"] == "completed"
+    assert engine[f"{parallel}/through"]["processes"] == 2
+    alone = run(workers.run_config(tmp_path / "alone", grad_accum=2))
+    through = _metrics(folder / f"run-{parallel}")
+    assert through == _metrics(tmp_path / "alone")  # every loss, bit for bit
+    assert len(through) == 7  # step 0 and 6 steps: rank 1 wrote no rows
+    assert engine[f"{parallel}/through"]["final_val_loss"] == alone["final_val_loss"]
+    assert engine[f"{parallel}/stopped"]["status"] == "stopped"
+    assert _metrics(folder / f"run-{parallel}-resumed") == through
+    assert (folder / f"run-{parallel}" / "checkpoint.dcp" / ".metadata").is_file()
+    assert not (folder / f"run-{parallel}" / "checkpoint.pt").exists()

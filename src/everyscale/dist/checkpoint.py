@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -190,7 +191,9 @@ def load(path: str | os.PathLike, model: nn.Module, optimizer: NormOptimizer) ->
     state["optim/counters"] = torch.zeros(2, dtype=torch.long)
     state["optim/groups"] = ""
     state["extra"] = ""
-    dcp.load(state, checkpoint_id=folder, no_dist=not _distributed())
+    with warnings.catch_warnings():  # one process reading a sharded checkpoint is intended
+        warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+        dcp.load(state, checkpoint_id=folder, no_dist=not _distributed())
     model.load_state_dict({k.removeprefix("model/"): state[f"model/{k}"] for k in model_state})
     optimizer.state.clear()
     for p, key, full in slots:

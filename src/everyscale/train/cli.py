@@ -90,6 +90,19 @@ def register(subparsers) -> None:
         metavar="KEY=VALUE",
         help="extra keyword for the optimizer preset (repeatable), e.g. weight_decay=0.1",
     )
+    parser.add_argument(
+        "--nproc",
+        type=int,
+        default=None,
+        help="train on N local processes (starts torchrun; default: this process alone)",
+    )
+    parser.add_argument(
+        "--parallel",
+        choices=("ddp", "fsdp"),
+        default=None,
+        help="with --nproc or under torchrun: ddp (replicated weights, the default) or fsdp "
+        "(FSDP2, weights and optimizer state sharded)",
+    )
     parser.set_defaults(func=main)
 
 
@@ -108,17 +121,26 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 
 def main(args: argparse.Namespace) -> int:
+    from everyscale.dist import engine
     from everyscale.train.loop import NonFiniteLossError, TrainingInterrupted, run
 
     config = config_from_args(args)
+    nproc = getattr(args, "nproc", None)
+    if nproc is not None and nproc < 1:
+        raise ValueError(f"--nproc must be a positive integer, got {nproc}")
+    if nproc is not None and nproc > 1 and not engine.under_torchrun():
+        return _launch(config, nproc, args.parallel or "ddp")
+    distributed = engine.from_environment(args.parallel)
     try:
-        summary = run(config)
+        summary = _run_distributed(run, config, distributed)
     except NonFiniteLossError as err:
         print(f"everyscale train: diverged: {err}", file=sys.stderr)
         return 1
     except TrainingInterrupted as err:
         print(f"everyscale train: {err}", file=sys.stderr)
         return 130
+    if distributed is not None and not distributed.is_main:
+        return 0
     print(
         f"{summary['status']}: {summary['steps']} steps, {summary['tokens']:,} "
         f"{'tokens' if config.model == 'gpt' else 'images'}, "
@@ -127,3 +149,32 @@ def main(args: argparse.Namespace) -> int:
     )
     print(f"metrics: {config.out}/metrics.jsonl  summary: {config.out}/summary.json")
     return 0
+
+
+def _run_distributed(run, config: TrainConfig, distributed) -> dict[str, Any]:
+    """``run(config)`` in this process, as one rank of ``distributed`` when given."""
+    if distributed is None:
+        return run(config)
+    try:
+        return run(config, distributed=distributed)
+    finally:
+        distributed.close()
+
+
+def _launch(config: TrainConfig, nproc: int, parallel: str) -> int:
+    """Start ``nproc`` ranks of this run under torchrun; its exit code is the command's."""
+    import tempfile
+    from pathlib import Path
+
+    from everyscale.dist import engine
+
+    with tempfile.TemporaryDirectory(prefix="everyscale-launch-") as folder:
+        path = Path(folder) / "config.json"
+        path.write_text(config.to_json())
+        code = engine.launch(path, nproc, parallel)
+    if code:
+        print(
+            f"everyscale train: a rank failed (torchrun exit code {code}); its error is above",
+            file=sys.stderr,
+        )
+    return code
