@@ -59,8 +59,24 @@ def loss_of(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torch
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
 
 
+#: more template settings run under DDP and FSDP2 (no single-process twin in ``SETTINGS``)
+EXTRA = {
+    "clipped_scion": {"lr": 2.0**-10, "ns_dtype": "float32"},
+}
+
+
 def make_optimizer(model: nn.Module, preset: str) -> torch.optim.Optimizer:
-    settings = dict(SETTINGS[preset])
+    if preset == "sharp_spectral":  # steepest descent in the spectral norm for matrices
+        from everyscale.optim import NormOptimizer
+
+        named = list(model.named_parameters())
+        spectral = {"norm": "spectral", "norm_kwargs": {"dtype": "float32"}}
+        groups = [
+            {"params": [(n, p) for n, p in named if p.ndim == 2], **spectral},
+            {"params": [(n, p) for n, p in named if p.ndim < 2], "norm": "rms"},
+        ]
+        return NormOptimizer(groups, lr=0.01, step="sharp", momentum=0.9)
+    settings = dict(SETTINGS.get(preset) or EXTRA[preset])
     return everyscale.optimizer(model, preset, **settings)
 
 
@@ -200,6 +216,9 @@ def cases_two_ranks(rank: int, out: Path) -> dict:
     counter[0] = 0
     train_ddp("muon", steps=3, micro=1)
     results["polar_calls/micro1"] = counter[0]
+    for preset in ("clipped_scion", "sharp_spectral"):
+        results[f"ddp/{preset}"] = train_ddp(preset)
+        results[f"fsdp/{preset}"] = train_fsdp(preset)
     # uneven: one fc and one proj matrix (one of each shape) for two ranks
     results["ddp/muon/depth1"] = train_ddp("muon", depth=1)
     for preset in SETTINGS:

@@ -9,7 +9,11 @@ the sum differs and presets without a sign geometry must agree within 1e-5.
 from __future__ import annotations
 
 import json
+import os
 import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -64,6 +68,15 @@ def test_two_ranks_equal_one_process_bit_for_bit(two, parallel, preset):
     # and training moved the weights (a frozen model would also "agree")
     start = workers.full_params(workers.build())
     assert _max_diff(want, start) > 1e-3
+
+
+@pytest.mark.parametrize("preset", ["clipped_scion", "sharp_spectral"])
+def test_clipped_and_sharp_steps_two_ranks(two, preset):
+    ranks, _ = two
+    want = workers.train_single(preset, accum=2)
+    _assert_equal(ranks[0][f"ddp/{preset}"], want)
+    # FSDP2 sums the dual norm <d, lmo(d)> of a matrix from its shards: float tolerance
+    assert _max_diff(ranks[1][f"fsdp/{preset}"], want) < 1e-5
 
 
 def test_uneven_split_one_matrix_of_a_shape_for_two_ranks(two):
@@ -166,3 +179,62 @@ def test_training_loop_on_two_ranks_equals_one_process_and_resumes(two, parallel
     assert _metrics(folder / f"run-{parallel}-resumed") == through
     assert (folder / f"run-{parallel}" / "checkpoint.dcp" / ".metadata").is_file()
     assert not (folder / f"run-{parallel}" / "checkpoint.pt").exists()
+
+
+def _everyscale(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    return subprocess.run(
+        [sys.executable, "-m", "everyscale", *args],
+        capture_output=True, text=True, timeout=timeout, env=env, check=False,
+    )  # fmt: skip
+
+
+def test_train_nproc_2_launches_torchrun_and_rank_0_writes(tmp_path):
+    from available_data import TEXT_DATA
+
+    out = tmp_path / "run"
+    result = _everyscale(
+        "train", "--nproc", "2", "--parallel", "ddp", "--model", "gpt", "--data", TEXT_DATA,
+        "--width", "16", "--depth", "1", "--heads", "2", "--context", "8", "--batch-size", "4",
+        "--steps", "3", "--val-windows", "8", "--threads", "1", "--quiet", "--out", str(out),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("completed: 3 steps") == 1  # rank 0 alone reports
+    summary = json.loads((out / "summary.json").read_text())
+    assert (summary["processes"], summary["parallel"]) == (2, "ddp")
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 3
+
+
+def test_a_failed_rank_stops_the_run_with_its_error(tmp_path):
+    script = tmp_path / "fail.py"
+    script.write_text(
+        "import torch.distributed as dist, everyscale\n"
+        "from everyscale.dist import distribute\n"
+        "from everyscale.train.models import build_model\n"
+        "dist.init_process_group('gloo')\n"
+        "model = build_model('gpt', width=16, depth=1, heads=2, context=8, vocab=32)\n"
+        "opt = distribute(everyscale.optimizer(model, 'muon'))\n"
+        "if dist.get_rank() == 1:\n"
+        "    raise RuntimeError('boom on rank 1')\n"
+        "model(model.example_input()).sum().backward()\n"
+        "opt.step()  # rank 0 waits for rank 1 in the owners' all-gather\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    start = time.perf_counter()
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
+         str(script)],
+        capture_output=True, text=True, timeout=240, env=env, check=False,
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert "boom on rank 1" in result.stderr
+    assert time.perf_counter() - start < 120  # no hang until the 300 s collective timeout
+
+
+def test_batch_that_does_not_split_over_the_ranks_is_refused():
+    from everyscale.dist.engine import DistRun, check_parallel
+
+    with pytest.raises(ValueError, match="--batch-size 6 is not divisible by 2 processes"):
+        DistRun(0, 2, "ddp").check_batch(6, 2)
+    with pytest.raises(ValueError, match="--parallel must be one of ddp, fsdp"):
+        check_parallel("zero3")

@@ -8,7 +8,7 @@ shards of ``DTensor`` parameters under FSDP2).
 DDP (every rank holds the full, all-reduced gradient)
     Each matrix with a polar-factor LMO (``spectral``, ``spectral_conv``: Newton-Schulz or
     Polar Express) gets one owner rank, balanced by its FLOPs (``owners.assign_owners``). The
-    owner computes its matrices through the optimizer's own ``_base_lmos`` (so same-shape
+    owner computes its matrices through the optimizer's own ``group_base_lmos`` (so same-shape
     matrices are still stacked into one batched call, and any layout the optimizer knows plugs
     in), and the results reach every rank by bucketed ``all_gather`` of flat buffers. Every
     other geometry (sign, colnorm, rownorm, rms, euclidean, adam, identity) runs locally: it
@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
+from collections.abc import Callable
 from typing import Any, Literal
 
 import torch
@@ -40,12 +41,14 @@ from torch.distributed.tensor import DTensor, Shard
 
 from everyscale.dist.comm import CommStats, all_gather_flat, all_to_all_flat
 from everyscale.dist.owners import OwnerPlan, assign_owners, polar_flops
-from everyscale.optim.norms import Norm
+from everyscale.optim.norms import Norm, SpectralConv
 from everyscale.optim.optimizer import NormOptimizer
 
 __all__ = ["Parallel", "distribute", "is_polar", "shard_rows"]
 
 Parallel = Literal["auto", "ddp", "fsdp"]
+#: the optimizer's own base-LMO computation for some directions of the current group
+Compute = Callable[[list[Tensor]], list[Tensor]]
 PARALLEL_MODES: tuple[str, ...] = ("auto", "ddp", "fsdp")
 
 
@@ -220,20 +223,22 @@ class _OwnerCompute:
     def __call__(
         self,
         optimizer: NormOptimizer,
+        group: dict[str, Any],
         norm: Norm,
         params: list[Tensor],
         directions: list[Tensor],
         foreach: bool,
     ) -> list[Tensor]:
+        def compute(some: list[Tensor]) -> list[Tensor]:  # the optimizer's own per-group path
+            return optimizer.group_base_lmos(group, norm, some, foreach)
+
         if not is_polar(norm):
-            return self.local(optimizer, norm, params, directions, foreach)
+            return self.local(compute, directions)
         plan = self.plan(norm, params)
         out: list[Tensor | None] = [None] * len(params)
         for indices in _by_dtype(directions).values():
             sub = OwnerPlan(tuple(plan.owner[i] for i in indices), plan.loads)
-            units = self.owner_compute(
-                optimizer, norm, [directions[i] for i in indices], foreach, sub
-            )
+            units = self.owner_compute(compute, [directions[i] for i in indices], sub)
             for i, u in zip(indices, units):
                 out[i] = u
         return out  # type: ignore[return-value]
@@ -257,16 +262,19 @@ class _OwnerCompute:
                         "without a gradient on some ranks?); every rank must compute gradients "
                         "for the same parameters"
                     )
-            costs = [polar_flops(p.shape, steps) for p in params]
+            kernel = isinstance(norm, SpectralConv)  # (out, in, *k) is one (out, in k..) matrix
+            costs = [polar_flops(p.shape, steps, kernel) for p in params]
             plan = assign_owners(costs, self.world, self._loads)
             self._loads = list(plan.loads)
             self._plans[key] = plan
         return plan
 
-    def local(self, optimizer, norm, params, directions, foreach) -> list[Tensor]:
-        return optimizer._base_lmos(norm, directions, foreach)
+    def local(self, compute: Compute, directions: list[Tensor]) -> list[Tensor]:
+        return compute(directions)
 
-    def owner_compute(self, optimizer, norm, directions, foreach, plan) -> list[Tensor]:
+    def owner_compute(
+        self, compute: Compute, directions: list[Tensor], plan: OwnerPlan
+    ) -> list[Tensor]:
         raise NotImplementedError
 
     def bucket_elems(self, dtype: torch.dtype) -> int:
@@ -286,9 +294,11 @@ class DDPLMO(_OwnerCompute):
 
     parallel = "ddp"
 
-    def owner_compute(self, optimizer, norm, directions, foreach, plan) -> list[Tensor]:
+    def owner_compute(
+        self, compute: Compute, directions: list[Tensor], plan: OwnerPlan
+    ) -> list[Tensor]:
         mine = plan.owned(self.rank)
-        units = optimizer._base_lmos(norm, [directions[i] for i in mine], foreach)
+        units = compute([directions[i] for i in mine])
         dtype = directions[0].dtype
         flat = [u.reshape(-1).to(dtype) for u in units]
         local = torch.cat(flat) if flat else directions[0].new_empty(0)
@@ -315,17 +325,18 @@ class FSDPLMO(_OwnerCompute):
     def _row_numel(self, d: Tensor) -> int:
         return math.prod(d.shape[1:])
 
-    def local(self, optimizer, norm, params, directions, foreach) -> list[Tensor]:
+    def local(self, compute: Compute, directions: list[Tensor]) -> list[Tensor]:
+        """Matrices through ``DTensor`` (local, or a reduction of norms); vectors whole."""
         vectors = [i for i, d in enumerate(directions) if d.ndim <= 1]
-        out = (
-            list(optimizer._base_lmos(norm, directions, foreach))
-            if len(vectors) < len(directions)
-            else [None] * len(directions)
-        )
+        matrices = [i for i, d in enumerate(directions) if d.ndim > 1]
+        out: list[Tensor | None] = [None] * len(directions)
+        if matrices:
+            for i, u in zip(matrices, compute([directions[i] for i in matrices])):
+                out[i] = u
         for indices in _by_dtype([directions[i] for i in vectors]).values():
             picked = [vectors[i] for i in indices]
             fulls = self._gather_whole([directions[i] for i in picked])
-            for i, u in zip(picked, optimizer._base_lmos(norm, fulls, foreach)):
+            for i, u in zip(picked, compute(fulls)):
                 out[i] = self._reshard(u, directions[i])
         return out  # type: ignore[return-value]
 
@@ -372,16 +383,20 @@ class FSDPLMO(_OwnerCompute):
             size += nbytes
         return buckets
 
-    def owner_compute(self, optimizer, norm, directions, foreach, plan) -> list[Tensor]:
+    def owner_compute(
+        self, compute: Compute, directions: list[Tensor], plan: OwnerPlan
+    ) -> list[Tensor]:
         out: list[Tensor | None] = [None] * len(directions)
         for bucket in self._buckets(directions):
             sub = [directions[i] for i in bucket]
             sub_plan = OwnerPlan(tuple(plan.owner[i] for i in bucket), plan.loads)
-            for i, u in zip(bucket, self._owner_bucket(optimizer, norm, sub, foreach, sub_plan)):
+            for i, u in zip(bucket, self._owner_bucket(compute, sub, sub_plan)):
                 out[i] = u
         return out  # type: ignore[return-value]
 
-    def _owner_bucket(self, optimizer, norm, directions, foreach, plan) -> list[Tensor]:
+    def _owner_bucket(
+        self, compute: Compute, directions: list[Tensor], plan: OwnerPlan
+    ) -> list[Tensor]:
         world, me = self.world, self.rank
         mine = plan.owned(me)
         part = [self._rows(d, me)[1] * self._row_numel(d) for d in directions]
@@ -397,7 +412,7 @@ class FSDPLMO(_OwnerCompute):
         received = all_to_all_flat(pieces, recv_lengths, self.group, self.stats)
         fulls = self._assemble([directions[i] for i in mine], received)
         # 2. compute: the owner's matrices, same shapes stacked as in one process
-        units = optimizer._base_lmos(norm, fulls, foreach)
+        units = compute(fulls)
         # 3. scatter: each rank gets its rows of every result back
         back = [
             _cat(

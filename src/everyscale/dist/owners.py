@@ -23,11 +23,15 @@ from everyscale.optim.polar import newton_schulz_flops
 __all__ = ["OwnerPlan", "assign_owners", "polar_flops"]
 
 
-def polar_flops(shape: Sequence[int], steps: int = 5) -> int:
-    """Newton-Schulz FLOPs of one parameter of ``shape`` (a kernel counts as ``(out, rest)``)."""
+def polar_flops(shape: Sequence[int], steps: int = 5, kernel: bool = False) -> int:
+    """Newton-Schulz FLOPs of one parameter of ``shape``.
+
+    A stack ``(..., m, n)`` counts each matrix; a convolution kernel (``kernel=True``,
+    ``(out, in, *k)``) is the one matrix ``(out, in * prod(k))`` of ``spectral_conv``.
+    """
     shape = tuple(int(s) for s in shape)
-    if len(shape) > 2 and len(shape) != 3:
-        shape = (shape[0], math.prod(shape[1:]))  # conv kernel (out, in, *k): one matrix
+    if kernel:
+        shape = (shape[0], math.prod(shape[1:]))
     return newton_schulz_flops(shape, steps)
 
 

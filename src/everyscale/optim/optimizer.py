@@ -153,9 +153,10 @@ class NormOptimizer(torch.optim.Optimizer):
             "foreach": foreach,
         }
         self._counters = {"steps": 0, "skipped_steps": 0}
-        #: ``lmo_hook(optimizer, norm, params, directions, foreach) -> list[Tensor]``, when set,
-        #: computes a group's base LMOs instead of ``_base_lmos`` (``everyscale.dist`` installs
-        #: one that lets one owner rank compute each polar factor and shares the results).
+        #: ``lmo_hook(optimizer, group, norm, params, directions, foreach) -> list[Tensor]``,
+        #: when set, computes a group's base LMOs in place of ``group_base_lmos``
+        #: (``everyscale.dist`` installs one: an owner rank computes each polar factor, through
+        #: ``group_base_lmos``, and the results are shared).
         self.lmo_hook: Callable[..., list[Tensor]] | None = None
         super().__init__(params, defaults)
 
@@ -448,20 +449,37 @@ class NormOptimizer(torch.optim.Optimizer):
                 out[i] = lmo
         return out  # type: ignore[return-value]
 
+    def group_base_lmos(
+        self, group: dict[str, Any], norm: Norm, directions: list[Tensor], foreach: bool
+    ) -> list[Tensor]:
+        """``lmo_0`` of each direction of ``group`` (what an owner rank computes)."""
+        return self._base_lmos(norm, directions, foreach)
+
     def _lmos(
-        self, norm: Norm, params: list[Tensor], directions: list[Tensor], foreach: bool
+        self,
+        group: dict[str, Any],
+        norm: Norm,
+        params: list[Tensor],
+        directions: list[Tensor],
+        foreach: bool,
     ) -> list[Tensor]:
         """``lmo_0`` of each direction, through ``lmo_hook`` when one is installed."""
         if self.lmo_hook is None:
-            return self._base_lmos(norm, directions, foreach)
-        return self.lmo_hook(self, norm, params, directions, foreach)
+            return self.group_base_lmos(group, norm, directions, foreach)
+        return self.lmo_hook(self, group, norm, params, directions, foreach)
 
     def _sharp_from_units(
-        self, norm: Norm, params: list[Tensor], directions: list[Tensor], foreach: bool
+        self,
+        group: dict[str, Any],
+        norm: Norm,
+        params: list[Tensor],
+        directions: list[Tensor],
+        foreach: bool,
     ) -> list[Tensor]:
         """``d# = -||d||_* lmo(d)`` with ``||d||_* = -<d, lmo(d)>`` (as ``Norm.sharp``)."""
+        units = self._lmos(group, norm, params, directions, foreach)
         updates = []
-        for d, u, p in zip(directions, self._lmos(norm, params, directions, foreach), params):
+        for d, u, p in zip(directions, units, params):
             u = u.mul_(norm.scale(p.shape))
             updates.append(u.mul_((d * u).sum()))
         return updates
@@ -495,20 +513,21 @@ class NormOptimizer(torch.optim.Optimizer):
             if isinstance(norm, Identity):
                 updates = directions
             elif self.lmo_hook is not None:
-                updates = self._sharp_from_units(norm, params, directions, foreach)
+                updates = self._sharp_from_units(group, norm, params, directions, foreach)
             else:
                 updates = [norm.sharp(d) for d in directions]
             self._apply(params, updates, [-lr] * len(params), foreach)
             return
 
-        units = self._lmos(norm, params, directions, foreach)
+        units = self._lmos(group, norm, params, directions, foreach)
         scales = [norm.scale(p.shape) for p in params]
         if kind == "clipped":
             # ||d||_* = -<d, lmo(d)> = -s <d, lmo_0(d)>; step gamma min(rho, ||d||_*) s lmo_0(d).
             # Kept as 0-dim tensors: no host synchronization per parameter.
             for d, u, s in zip(directions, units, scales):
-                dual = torch.sum(d * u).neg_().mul_(s)
-                u.mul_(dual.clamp_(max=radius).mul_(lr * s))
+                # Out of place: under FSDP2 the sum is a DTensor partial sum over the shards.
+                dual = torch.sum(d * u).neg().mul(s)
+                u.mul_(dual.clamp(max=radius).mul(lr * s))
             self._apply(params, units, [1.0] * len(params), foreach)
             return
         if kind == "constrained":
