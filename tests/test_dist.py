@@ -231,6 +231,13 @@ def test_a_failed_rank_stops_the_run_with_its_error(tmp_path):
     assert time.perf_counter() - start < 120  # no hang until the 300 s collective timeout
 
 
+def test_parallel_without_processes_is_a_clear_cli_error(capsys):
+    from everyscale.cli import main
+
+    assert main(["train", "--parallel", "fsdp", "--steps", "1", "--quiet"]) == 2
+    assert "--parallel fsdp needs several processes: add --nproc N" in capsys.readouterr().err
+
+
 def test_batch_that_does_not_split_over_the_ranks_is_refused():
     from everyscale.dist.engine import DistRun, check_parallel
 

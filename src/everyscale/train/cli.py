@@ -130,6 +130,11 @@ def main(args: argparse.Namespace) -> int:
         raise ValueError(f"--nproc must be a positive integer, got {nproc}")
     if nproc is not None and nproc > 1 and not engine.under_torchrun():
         return _launch(config, nproc, args.parallel or "ddp")
+    if args.parallel is not None and (nproc or 1) == 1 and not engine.under_torchrun():
+        raise ValueError(
+            f"--parallel {args.parallel} needs several processes: add --nproc N (N > 1), or "
+            "start the command with torchrun"
+        )
     distributed = engine.from_environment(args.parallel)
     try:
         summary = _run_distributed(run, config, distributed)
