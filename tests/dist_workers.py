@@ -26,6 +26,7 @@ from everyscale.train.models import build_model
 SHAPE = {"width": 32, "depth": 2, "heads": 2, "context": 8, "vocab": 64}
 BATCH = 8
 STEPS = 20
+SHORT = 10  # the cases that are not the 20-step equality of the presets
 #: float32 Newton-Schulz everywhere: the same products on every rank and in one process
 SETTINGS: dict[str, dict[str, Any]] = {
     "sgd": {"lr": 0.05, "momentum": 0.9},
@@ -217,8 +218,8 @@ def cases_two_ranks(rank: int, out: Path) -> dict:
     train_ddp("muon", steps=3, micro=1)
     results["polar_calls/micro1"] = counter[0]
     for preset in ("clipped_scion", "sharp_spectral"):
-        results[f"ddp/{preset}"] = train_ddp(preset)
-        results[f"fsdp/{preset}"] = train_fsdp(preset)
+        results[f"ddp/{preset}"] = train_ddp(preset, steps=SHORT)
+        results[f"fsdp/{preset}"] = train_fsdp(preset, steps=SHORT)
     # uneven: one fc and one proj matrix (one of each shape) for two ranks
     results["ddp/muon/depth1"] = train_ddp("muon", depth=1)
     for preset in SETTINGS:
@@ -226,8 +227,10 @@ def cases_two_ranks(rank: int, out: Path) -> dict:
     # checkpoints: save at step 10 on 2 ranks, resume on 2 ranks from another initialization
     for preset in ("muon", "adamw"):
         folder = out / f"ckpt-{preset}"
-        results[f"ckpt/{preset}/through"] = train_fsdp(preset, save_at=10, folder=folder)
-        results[f"ckpt/{preset}/resumed"] = train_fsdp(preset, seed=123, resume=folder)
+        results[f"ckpt/{preset}/through"] = train_fsdp(
+            preset, steps=SHORT, save_at=SHORT // 2, folder=folder
+        )
+        results[f"ckpt/{preset}/resumed"] = train_fsdp(preset, steps=SHORT, seed=123, resume=folder)
     results["errors"] = bad_inputs(rank)
     results["engine"] = engine_runs(out)
     return results
