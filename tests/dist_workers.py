@@ -301,7 +301,10 @@ CASES = {2: cases_two_ranks, 4: cases_four_ranks}
 
 def worker(rank: int, world: int, port: int, out: str) -> None:
     """One rank: join the gloo group, run this world size's cases, save them (or the error)."""
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    # as torchrun sets them (the run-folder lock and the engine read RANK / WORLD_SIZE)
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world)
+    )
     torch.set_num_threads(1)
     from datetime import timedelta
 
