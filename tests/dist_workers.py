@@ -233,6 +233,12 @@ def cases_two_ranks(rank: int, out: Path) -> dict:
         results[f"ckpt/{preset}/resumed"] = train_fsdp(preset, steps=SHORT, seed=123, resume=folder)
     results["errors"] = bad_inputs(rank)
     results["engine"] = engine_runs(out)
+    try:
+        import transformers  # noqa: F401
+    except ImportError:
+        return results
+    for name, preset, parallel in HF_CASES:
+        results[f"hf/{name}/{preset}/{parallel}"] = hf_distributed(name, preset, parallel)
     return results
 
 
@@ -240,6 +246,57 @@ def cases_four_ranks(rank: int, out: Path) -> dict:
     import everyscale.dist  # noqa: F401
 
     return {f"ddp/{preset}": train_ddp(preset) for preset in ("sgd", "adamw", "muon")}
+
+
+#: transformers models read through optim's layouts: GPT-2's fused Conv1D c_attn (three
+#: matrices), Mixtral's 3-D expert stacks (one matrix per expert)
+HF_CASES = (("gpt2", "scion", "ddp"), ("mixtral", "muon", "fsdp"))
+
+
+def hf_model(name: str) -> tuple[nn.Module, torch.Tensor, Callable]:
+    import hf_zoo
+
+    torch.manual_seed(0)
+    return getattr(hf_zoo, name)()
+
+
+def hf_optimizer(model: nn.Module, preset: str) -> torch.optim.Optimizer:
+    return everyscale.optimizer(model, preset, lr=0.01, ns_dtype="float32")
+
+
+def hf_single(name: str, preset: str, steps: int = 3) -> dict:
+    """One process, the batch in 2 accumulated micro-batches."""
+    model, batch, loss_fn = hf_model(name)
+    opt = hf_optimizer(model, preset)
+    half = batch.shape[0] // 2
+    for _ in range(steps):
+        for k in range(2):
+            (loss_fn(model, batch[k * half : (k + 1) * half]) / 2).backward()
+        opt.step()
+        opt.zero_grad()
+    return full_params(model)
+
+
+def hf_distributed(name: str, preset: str, parallel: str, steps: int = 3) -> dict:
+    from torch.distributed.fsdp import fully_shard
+    from torch.nn.parallel import DistributedDataParallel
+
+    rank = dist.get_rank()
+    model, batch, loss_fn = hf_model(name)
+    if parallel == "fsdp":
+        for module in model.modules():
+            if type(module).__name__.endswith(("GPT2Block", "DecoderLayer")):
+                fully_shard(module)
+        forward = fully_shard(model)
+    else:
+        forward = DistributedDataParallel(model)
+    opt = everyscale.dist.distribute(hf_optimizer(model, preset))
+    half = batch.shape[0] // 2
+    for _ in range(steps):
+        loss_fn(forward, batch[rank * half : (rank + 1) * half]).backward()
+        opt.step()
+        opt.zero_grad()
+    return full_params(model)
 
 
 def run_config(out: Path, **changes: Any):

@@ -79,6 +79,16 @@ def test_clipped_and_sharp_steps_two_ranks(two, preset):
     assert _max_diff(ranks[1][f"fsdp/{preset}"], want) < 1e-5
 
 
+@pytest.mark.parametrize("name, preset, parallel", workers.HF_CASES)
+def test_transformers_layouts_under_ddp_and_fsdp(two, name, preset, parallel):
+    pytest.importorskip("transformers")
+    ranks, _ = two
+    got = ranks[0][f"hf/{name}/{preset}/{parallel}"]
+    # GPT-2 ties its head to the embedding: one process adds the two uses' gradients of each
+    # micro-batch in another order than DDP, an ulp apart, so compare to float tolerance
+    assert _max_diff(got, workers.hf_single(name, preset)) < 1e-4
+
+
 def test_uneven_split_one_matrix_of_a_shape_for_two_ranks(two):
     ranks, _ = two
     _assert_equal(ranks[0]["ddp/muon/depth1"], workers.train_single("muon", depth=1))
