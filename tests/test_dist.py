@@ -256,3 +256,30 @@ def test_batch_that_does_not_split_over_the_ranks_is_refused():
         DistRun(0, 2, "ddp").check_batch(6, 2)
     with pytest.raises(ValueError, match="--parallel must be one of ddp, fsdp"):
         check_parallel("zero3")
+
+
+def test_checkpoint_in_one_process_round_trips_and_never_overwrites_a_user_folder(tmp_path):
+    from everyscale.dist import checkpoint
+
+    model = workers.build()
+    opt = workers.make_optimizer(model, "muon")
+    workers.loss_of(model, workers.global_batch(0)).backward()
+    opt.step()
+    path = checkpoint.save(tmp_path / "ckpt", model, opt, extra={"step": 1})
+    checkpoint.save(path, model, opt, extra={"step": 1})  # replacing our own is allowed
+    fresh = workers.build(seed=5)
+    fresh_opt = workers.make_optimizer(fresh, "muon")
+    assert checkpoint.load(path, fresh, fresh_opt) == {"step": 1}
+    _assert_equal(workers.full_params(fresh), workers.full_params(model))
+    assert fresh_opt.steps_taken == 1
+    for p, q in zip(model.parameters(), fresh.parameters()):
+        for key, value in opt.state[p].items():
+            assert torch.equal(fresh_opt.state[q][key], value)
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me")
+    with pytest.raises(ValueError, match="not a torch.distributed.checkpoint folder"):
+        checkpoint.save(mine, model, opt)
+    assert (mine / "notes.txt").read_text() == "keep me"
+    with pytest.raises(FileNotFoundError, match="no torch.distributed.checkpoint"):
+        checkpoint.load(tmp_path / "absent", fresh, fresh_opt)

@@ -126,7 +126,9 @@ def save(
     if _rank() == 0 and tmp.exists():
         shutil.rmtree(tmp)  # the leftover of an interrupted save
     _barrier()
-    dcp.save(state, checkpoint_id=tmp, no_dist=not _distributed())
+    with warnings.catch_warnings():  # one process writing a checkpoint is intended
+        warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+        dcp.save(state, checkpoint_id=tmp, no_dist=not _distributed())
     _barrier()
     if _rank() == 0:
         _swap_into_place(tmp, final)
