@@ -278,8 +278,8 @@ def test_checkpoint_in_one_process_round_trips_and_never_overwrites_a_user_folde
     mine = tmp_path / "mine"
     mine.mkdir()
     (mine / "notes.txt").write_text("keep me")
-    with pytest.raises(ValueError, match="not a torch.distributed.checkpoint folder"):
+    with pytest.raises(ValueError, match=r"not a torch\.distributed\.checkpoint folder"):
         checkpoint.save(mine, model, opt)
     assert (mine / "notes.txt").read_text() == "keep me"
-    with pytest.raises(FileNotFoundError, match="no torch.distributed.checkpoint"):
+    with pytest.raises(FileNotFoundError, match=r"no torch\.distributed\.checkpoint"):
         checkpoint.load(tmp_path / "absent", fresh, fresh_opt)
