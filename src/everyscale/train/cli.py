@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
+from typing import Any
 
 from everyscale.cliargs import (
     add_deprecated_alias,
@@ -87,6 +88,19 @@ def register(subparsers) -> None:
         parser.add_argument(flag, type=convert, default=None, help=help_text)
     add_option_flag(parser)
     add_deprecated_alias(parser, "--optimizer-option", "--option", dest="options", action="append")
+    parser.add_argument(
+        "--nproc",
+        type=int,
+        default=None,
+        help="train on N local processes (starts torchrun; default: this process alone)",
+    )
+    parser.add_argument(
+        "--parallel",
+        choices=("ddp", "fsdp"),
+        default=None,
+        help="with --nproc or under torchrun: ddp (replicated weights, the default) or fsdp "
+        "(FSDP2, weights and optimizer state sharded)",
+    )
     parser.set_defaults(func=main)
 
 
@@ -111,17 +125,31 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 
 def main(args: argparse.Namespace) -> int:
+    from everyscale.dist import engine
     from everyscale.train.loop import NonFiniteLossError, TrainingInterrupted, run
 
     config = config_from_args(args)
+    nproc = getattr(args, "nproc", None)
+    if nproc is not None and nproc < 1:
+        raise ValueError(f"--nproc must be a positive integer, got {nproc}")
+    if nproc is not None and nproc > 1 and not engine.under_torchrun():
+        return _launch(config, nproc, args.parallel or "ddp")
+    if args.parallel is not None and (nproc or 1) == 1 and not engine.under_torchrun():
+        raise ValueError(
+            f"--parallel {args.parallel} needs several processes: add --nproc N (N > 1), or "
+            "start the command with torchrun"
+        )
+    distributed = engine.from_environment(args.parallel)
     try:
-        summary = run(config)
+        summary = _run_distributed(run, config, distributed)
     except NonFiniteLossError as err:
         print(f"everyscale train: diverged: {err}", file=sys.stderr)
         return 1
     except TrainingInterrupted as err:
         print(f"everyscale train: {err}", file=sys.stderr)
         return 130
+    if distributed is not None and not distributed.is_main:
+        return 0
     print(
         f"{summary['status']}: {summary['steps']} steps, {summary['tokens']:,} "
         f"{'tokens' if config.model == 'gpt' else 'images'}, "
@@ -130,3 +158,32 @@ def main(args: argparse.Namespace) -> int:
     )
     print(f"metrics: {config.out}/metrics.jsonl  summary: {config.out}/summary.json")
     return 0
+
+
+def _run_distributed(run, config: TrainConfig, distributed) -> dict[str, Any]:
+    """``run(config)`` in this process, as one rank of ``distributed`` when given."""
+    if distributed is None:
+        return run(config)
+    try:
+        return run(config, distributed=distributed)
+    finally:
+        distributed.close()
+
+
+def _launch(config: TrainConfig, nproc: int, parallel: str) -> int:
+    """Start ``nproc`` ranks of this run under torchrun; its exit code is the command's."""
+    import tempfile
+    from pathlib import Path
+
+    from everyscale.dist import engine
+
+    with tempfile.TemporaryDirectory(prefix="everyscale-launch-") as folder:
+        path = Path(folder) / "config.json"
+        path.write_text(config.to_json())
+        code = engine.launch(path, nproc, parallel)
+    if code:
+        print(
+            f"everyscale train: a rank failed (torchrun exit code {code}); its error is above",
+            file=sys.stderr,
+        )
+    return code

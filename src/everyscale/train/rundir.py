@@ -288,7 +288,8 @@ CHECKPOINT_NAME = "checkpoint.pt"
 METRICS_NAME = "metrics.jsonl"
 SUMMARY_NAME = "summary.json"
 CONFIG_NAME = "config.json"
-RUN_FILES = (CHECKPOINT_NAME, METRICS_NAME, SUMMARY_NAME, CONFIG_NAME)
+DIST_CHECKPOINT_NAME = "checkpoint.dcp"  # a torch.distributed.checkpoint folder (everyscale.dist)
+RUN_FILES = (CHECKPOINT_NAME, DIST_CHECKPOINT_NAME, METRICS_NAME, SUMMARY_NAME, CONFIG_NAME)
 
 
 def keep_earlier_run(folder: str | os.PathLike, *, quiet: bool = False) -> int | None:
