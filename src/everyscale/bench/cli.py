@@ -120,7 +120,7 @@ def parse_targets(items: list[str]) -> dict[str, float]:
 
 def parse_per_optimizer(items: list[str], flag: str, optimizers: list[str]) -> dict[str, dict]:
     """``PRESET.KEY=VALUE`` (or ``KEY=VALUE`` for every optimizer) into per-optimizer dicts."""
-    from everyscale.cli import parse_value
+    from everyscale.cliargs import parse_value
 
     out: dict[str, dict[str, Any]] = {}
     for item in items:
