@@ -46,6 +46,7 @@ and resuming continues bit for bit.
 from __future__ import annotations
 
 import math
+import warnings
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -53,6 +54,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from everyscale.optim.adaptive import AdaptiveGeometry
 from everyscale.optim.norms import Adam, Identity, Norm, adam_denominator, get_norm
 
 __all__ = ["MOMENTUM_STYLES", "STEPS", "NonFiniteGradientError", "NormOptimizer"]
@@ -152,7 +154,8 @@ class NormOptimizer(torch.optim.Optimizer):
             "weight_decay_style": weight_decay_style,
             "foreach": foreach,
         }
-        self._counters = {"steps": 0, "skipped_steps": 0}
+        self._counters = {"steps": 0, "skipped_steps": 0, "preconditioner_fallbacks": 0}
+        self._warned_fallback = False
         super().__init__(params, defaults)
 
     # ---------------------------------------------------------------- groups
@@ -237,6 +240,8 @@ class NormOptimizer(torch.optim.Optimizer):
                 f"weight_decay=0, or use step='unconstrained' with "
                 f"weight_decay={group['weight_decay']}"
             )
+        if isinstance(norm, AdaptiveGeometry):
+            self._check_adaptive_group(group, norm, where)
         if isinstance(norm, Adam) and group["step"] != "sharp":
             raise ValueError(
                 f"{where}: the adam geometry has no fixed ball; use step='sharp' (got "
@@ -250,6 +255,25 @@ class NormOptimizer(torch.optim.Optimizer):
             if not p.is_floating_point():
                 raise ValueError(f"{name}: parameters must be floating point, got {p.dtype}")
             norm.check(p.shape, name)
+
+    @staticmethod
+    def _check_adaptive_group(group: dict[str, Any], norm: AdaptiveGeometry, where: str) -> None:
+        """A learned geometry takes its own step: W <- (1 - lr wd) W - lr u (decoupled)."""
+        if group["step"] != "sharp":
+            raise ValueError(
+                f"{where}: the {norm.name} geometry computes its own step; use step='sharp' "
+                f"(got step={group['step']!r})"
+            )
+        if group["weight_decay"] and group["weight_decay_style"] != "decoupled":
+            raise ValueError(
+                f"{where}: the {norm.name} geometry uses decoupled weight decay; set "
+                f"weight_decay_style='decoupled'"
+            )
+        if group["momentum_style"] != "ema":
+            raise ValueError(
+                f"{where}: the {norm.name} geometry keeps an EMA first moment; set "
+                f"momentum_style='ema' (got {group['momentum_style']!r})"
+            )
 
     def _norm_of(self, group: dict[str, Any]) -> Norm:
         """The group's ``Norm``, rebuilt from its plain-data description (cached)."""
@@ -279,6 +303,12 @@ class NormOptimizer(torch.optim.Optimizer):
         return self._counters["steps"]
 
     @property
+    def preconditioner_fallbacks(self) -> int:
+        """Matrices whose preconditioner failed to decompose (Shampoo, SOAP) and that took
+        the fallback step instead (see ``shampoo.py``, ``soap.py``)."""
+        return self._counters.get("preconditioner_fallbacks", 0)
+
+    @property
     def skipped_steps(self) -> int:
         """How many steps were skipped for a non-finite gradient (``nonfinite="skip"``)."""
         return self._counters["skipped_steps"]
@@ -294,7 +324,7 @@ class NormOptimizer(torch.optim.Optimizer):
         super().load_state_dict(state_dict)
         self._norm_cache.clear()
         if counters is not None:
-            self._counters = {k: int(v) for k, v in counters.items()}
+            self._counters.update({k: int(v) for k, v in counters.items()})
 
     # ---------------------------------------------------------------- the step
     @torch.no_grad()
@@ -335,7 +365,9 @@ class NormOptimizer(torch.optim.Optimizer):
                 foreach = getattr(norm, "batchable", False) or all(
                     p.device.type != "cpu" for p in params
                 )
-            if isinstance(norm, Adam):
+            if isinstance(norm, AdaptiveGeometry):
+                self._adaptive(group, norm, params, grads, foreach)
+            elif isinstance(norm, Adam):
                 (self._adam_foreach if foreach else self._adam_single)(group, params, grads)
             else:
                 self._template(group, norm, params, grads, foreach)
@@ -505,6 +537,36 @@ class NormOptimizer(torch.optim.Optimizer):
             return
         for p, u, a in zip(params, updates, alphas):
             p.add_(u, alpha=a)
+
+    # .................................................................. learned geometries
+    def _adaptive(
+        self,
+        group: dict[str, Any],
+        norm: AdaptiveGeometry,
+        params: list[Tensor],
+        grads: list[Tensor],
+        foreach: bool,
+    ) -> None:
+        """Shampoo, SOAP, NorMuon: the geometry's kernel; fallbacks counted, warned once."""
+        states = [self.state[p] for p in params]
+        fallbacks = norm.update_(params, grads, states, group, batched=foreach)
+        if not any(fallbacks):
+            return
+        self._counters["preconditioner_fallbacks"] += sum(fallbacks)
+        if not self._warned_fallback:
+            self._warned_fallback = True
+            gi = self.param_groups.index(group)
+            index = next(i for i, n in enumerate(fallbacks) if n)
+            position = next(j for j, q in enumerate(group["params"]) if q is params[index])
+            where = self._param_name(group, gi, position)
+            warnings.warn(
+                f"{where}: the {norm.name} preconditioner could not be decomposed (non-finite "
+                f"factors or eigh did not converge) at step {self._counters['steps']}; that "
+                f"matrix takes the fallback step until its next refresh. Counted in "
+                f"optimizer.preconditioner_fallbacks; this warning is shown once",
+                RuntimeWarning,
+                stacklevel=3,
+            )
 
     # .................................................................. adam geometry
     def _adam_state(self, p: Tensor) -> dict[str, Tensor]:
