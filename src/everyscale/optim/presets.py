@@ -99,11 +99,12 @@ from typing import Any
 import torch
 from torch import nn
 
+from everyscale.optim.adaptive import AdaptiveGeometry
 from everyscale.optim.norms import Adam
 from everyscale.optim.optimizer import NormOptimizer, _check_nonnegative
 from everyscale.optim.roles import Role, assign_roles
 
-__all__ = ["DEFAULT_LR", "PRESETS", "describe", "describe_optimizer", "optimizer"]
+__all__ = ["DEFAULT_LR", "PRESETS", "describe", "describe_optimizer", "optimizer", "state_bytes"]
 
 #: default learning rate of each preset (used when ``lr`` is not given). The Scion family's
 #: ``2**-12`` goes with its default radii (50, head 3000): the step is ``lr * radius`` in each
@@ -120,6 +121,10 @@ DEFAULT_LR: dict[str, float] = {
     "scion": 2.0**-12,
     "uscion": 2.0**-12,
     "clipped_scion": 2.0**-12,
+    # geometries learned online (Adam's step length: grafted, in its eigenbasis, RMS-matched)
+    "shampoo": 1e-3,
+    "soap": 3e-3,
+    "normuon": 1e-3,
 }
 PRESETS: tuple[str, ...] = tuple(DEFAULT_LR)
 
@@ -174,8 +179,77 @@ _SCION_STEP = {"scion": "constrained", "uscion": "unconstrained", "clipped_scion
 #: Scion's output radius relative to the hidden radius (3000 / 50 in the nanoGPT config)
 SCION_OUTPUT_RATIO = 60.0
 
+# --- geometries learned online: shampoo, soap, normuon (shampoo.py, soap.py, normuon.py) ---
+# Hidden matrices (2-D, 3-D expert stacks, conv kernels) take the learned geometry; every
+# other parameter (embedding, head, norm gains, biases) takes AdamW at rest_lr.
+_REST = {"rest_lr": None, "rest_weight_decay": None}
+_OPTIONS["shampoo"] = {
+    "momentum": 0.9,
+    "beta2": 0.999,
+    "epsilon": 1e-12,
+    "precondition_every": 10,
+    "grafting": "adam",
+    "graft_beta2": 0.999,
+    "graft_eps": 1e-8,
+    "weight_decay": 0.0,
+    **_REST,
+}
+_OPTIONS["soap"] = {
+    "betas": (0.95, 0.95),
+    "eps": 1e-8,
+    "weight_decay": 0.01,
+    "shampoo_beta": None,
+    "precondition_every": 10,
+    "max_precondition_dim": 10_000,
+    **_REST,
+}
+_OPTIONS["normuon"] = {
+    "momentum": 0.95,
+    "nesterov": False,
+    "beta2": 0.95,
+    "eps": 1e-8,
+    "weight_decay": 0.1,
+    "ns_steps": 5,
+    "ns_method": "newton_schulz",
+    "ns_dtype": None,
+    **_REST,
+}
+ADAPTIVE_PRESETS = ("shampoo", "soap", "normuon")
+
+
+def _adaptive_geometry(preset: str, o: dict[str, Any]) -> dict[str, Any]:
+    """The param-group settings of a hidden matrix under a learned-geometry preset."""
+    if preset == "shampoo":
+        keys = ("beta2", "epsilon", "precondition_every", "grafting", "graft_beta2", "graft_eps")
+        return {"norm": "shampoo", "norm_kwargs": {k: o[k] for k in keys},
+                "momentum": o["momentum"]}  # fmt: skip
+    if preset == "soap":
+        keys = ("shampoo_beta", "precondition_every", "max_precondition_dim")
+        return {"norm": "soap", "norm_kwargs": {k: o[k] for k in keys},
+                "betas": o["betas"], "eps": o["eps"]}  # fmt: skip
+    polar = {"method": o["ns_method"], "steps": o["ns_steps"], "dtype": o["ns_dtype"]}
+    return {"norm": "normuon", "norm_kwargs": {"beta2": o["beta2"], "eps": o["eps"], **polar},
+            "momentum": o["momentum"], "nesterov": o["nesterov"]}  # fmt: skip
+
+
+def _adaptive_settings(
+    preset: str, lr: float, o: dict[str, Any], role: Role, p: torch.Tensor
+) -> dict[str, Any]:
+    if p.ndim >= 2 and role == Role.HIDDEN:
+        return {**_adaptive_geometry(preset, o), "step": "sharp", "weight_decay": o["weight_decay"]}
+    wd = o["weight_decay"] if o["rest_weight_decay"] is None else o["rest_weight_decay"]
+    rest = {"weight_decay": wd}
+    if preset == "soap":  # the reference SOAP runs Adam with its own betas on vectors
+        rest.update(betas=o["betas"], eps=o["eps"])
+    elif preset == "shampoo":  # Distributed Shampoo: the Adam graft alone on vectors
+        rest.update(betas=(o["momentum"], o["graft_beta2"]), eps=o["graft_eps"])
+    settings = _group_settings("adamw", lr, _settings("adamw", rest), role, p, False)
+    settings["lr"] = lr if o["rest_lr"] is None else o["rest_lr"]
+    return settings
+
+
 #: presets whose settings depend on the roles (the others treat every parameter alike)
-ROLE_PRESETS = ("muon", "scion", "uscion", "clipped_scion")
+ROLE_PRESETS = ("muon", "scion", "uscion", "clipped_scion", *ADAPTIVE_PRESETS)
 
 _MUON_ADJUSTMENTS = {None: "max1", "original": "max1", "match_rms_adamw": "muon_rms"}
 
@@ -236,6 +310,8 @@ def _group_settings(
                 "weight_decay": wd}  # fmt: skip
     if preset == "muon":
         return _muon_settings(lr, o, role, p)
+    if preset in ADAPTIVE_PRESETS:
+        return _adaptive_settings(preset, lr, o, role, p)
     return _scion_settings(preset, o, role, p, is_embedding)
 
 
@@ -256,7 +332,7 @@ def _muon_settings(lr: float, o: dict[str, Any], role: Role, p: torch.Tensor) ->
         return {**settings, "step": "unconstrained", "momentum": o["momentum"],
                 "nesterov": o["nesterov"], "weight_decay": o["weight_decay"]}  # fmt: skip
     rest = o["rest"]
-    if rest not in DEFAULT_LR or rest in ("muon", "scion", "uscion", "clipped_scion"):
+    if rest not in DEFAULT_LR or rest in ROLE_PRESETS:
         raise ValueError(
             f"muon: rest must be an elementwise preset for the non-matrix parameters (adamw, "
             f"lion, signum, signsgd, sgd, normalized_sgd), got {rest!r}"
@@ -437,9 +513,34 @@ def _lr_label(lr: float) -> str:
     return f"2^{exponent:.0f}" if exponent == int(exponent) else f"{lr:.4g}"
 
 
+def state_bytes(opt: NormOptimizer, group: dict[str, Any], p: torch.Tensor) -> int:
+    """Bytes of optimizer state ``p`` holds in ``group`` (once it has taken a step).
+
+    Learned geometries say it themselves (Shampoo's and SOAP's factors ``L, R`` and their
+    roots or bases: ``2 (m^2 + n^2)`` float32 numbers per matrix, ``E`` times that for a 3-D
+    stack of ``E`` experts); Adam holds two moments, momentum one buffer.
+    """
+    norm = opt.norm_of(group)
+    if isinstance(norm, AdaptiveGeometry):
+        return norm.state_bytes(p.shape, p.dtype, group)
+    entry = p.numel() * p.element_size()
+    if isinstance(norm, Adam):
+        return 2 * entry
+    return entry if group["momentum"] > 0 or group["momentum_style"] == "lion" else 0
+
+
+def _bytes_label(count: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if count < 1024 or unit == "GiB":
+            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
+        count /= 1024
+    return ""
+
+
 def describe_optimizer(opt: NormOptimizer, order: list[str] | None = None) -> str:
     """The table of a ``NormOptimizer``: one row per parameter (in ``order`` if given)."""
-    header = ("name", "shape", "role", "norm", "radius", "step", "lr", "effective lr")
+    header = ("name", "shape", "role", "norm", "radius", "step", "lr", "effective lr", "state")
+    state_total = 0
     rows = []
     for group in opt.param_groups:
         norm = opt.norm_of(group)
@@ -459,7 +560,9 @@ def describe_optimizer(opt: NormOptimizer, order: list[str] | None = None) -> st
                 group["step"],
                 _lr_label(group["lr"]),
                 f"{_effective_lr(group, opt, p.shape):.4g}",
+                _bytes_label(state_bytes(opt, group, p)),
             ))  # fmt: skip
+            state_total += state_bytes(opt, group, p)
     if order is not None:
         position = {name: i for i, name in enumerate(order)}
         rows.sort(key=lambda row: position.get(row[0], len(position)))
@@ -469,7 +572,9 @@ def describe_optimizer(opt: NormOptimizer, order: list[str] | None = None) -> st
     lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
     total = sum(p.numel() for g in opt.param_groups for p in g["params"])
     lines.append(
-        f"{len(rows)} parameter tensors, {total:,} entries, {len(opt.param_groups)} groups"
+        f"{len(rows)} parameter tensors, {total:,} entries, {len(opt.param_groups)} groups; "
+        f"optimizer state {_bytes_label(state_total)} ({state_total / max(total, 1):.1f} bytes "
+        "per parameter entry)"
     )
     return "\n".join(lines)
 
@@ -508,7 +613,34 @@ def _describe_notes(opt: NormOptimizer, preset: str, overrides: dict[str, Any]) 
                 "(rest_lr)"
             )
         notes.append(line)
+    if preset in ADAPTIVE_PRESETS:
+        notes.append(_adaptive_note(opt, preset))
     return [textwrap.fill(note, width=92, subsequent_indent="  ") for note in notes]
+
+
+_ADAPTIVE_STATE = {
+    "shampoo": "factors L, R and their inverse 4th roots (2(m^2+n^2) float32 per matrix), the "
+    "filtered gradient and Adam graft's second moment (mn each)",
+    "soap": "factors L, R and their eigenbases (2(m^2+n^2) float32 per matrix), Adam's two "
+    "moments (2mn)",
+    "normuon": "momentum (mn) and one second moment per output row (m)",
+}
+
+
+def _adaptive_note(opt: NormOptimizer, preset: str) -> str:
+    """Which tensors learn the geometry, what their state holds, and its total size."""
+    learned, learned_bytes, rest = 0, 0, 0
+    for group in opt.param_groups:
+        if isinstance(opt.norm_of(group), AdaptiveGeometry):
+            learned += len(group["params"])
+            learned_bytes += sum(state_bytes(opt, group, p) for p in group["params"])
+        else:
+            rest += len(group["params"])
+    return (
+        f"{preset}: {learned} hidden matrices learn the geometry, state "
+        f"{_bytes_label(learned_bytes)}: {_ADAPTIVE_STATE[preset]} (a 3-D stack of E experts "
+        f"holds E of each); the other {rest} tensors take AdamW at rest_lr"
+    )
 
 
 def describe(
