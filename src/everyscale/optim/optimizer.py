@@ -322,9 +322,25 @@ class NormOptimizer(torch.optim.Optimizer):
         state_dict = dict(state_dict)
         counters = state_dict.pop("everyscale", None)
         super().load_state_dict(state_dict)
+        self._keep_saved_dtypes(state_dict)
         self._norm_cache.clear()
         if counters is not None:
             self._counters.update({k: int(v) for k, v in counters.items()})
+
+    def _keep_saved_dtypes(self, state_dict: dict[str, Any]) -> None:
+        """Undo torch's cast of every state tensor to its parameter's dtype.
+
+        ``torch.optim.Optimizer.load_state_dict`` converts each floating-point state tensor
+        to the parameter's dtype. The learned geometries keep float32 factors for bfloat16
+        weights and boolean flags; those are reloaded as they were saved, so that resuming
+        continues bit for bit.
+        """
+        saved = [i for group in state_dict["param_groups"] for i in group["params"]]
+        params = [p for group in self.param_groups for p in group["params"]]
+        for saved_id, p in zip(saved, params):
+            for key, value in state_dict["state"].get(saved_id, {}).items():
+                if key != "step" and isinstance(value, Tensor) and value.dtype != p.dtype:
+                    self.state[p][key] = value.to(device=p.device, copy=True)
 
     # ---------------------------------------------------------------- the step
     @torch.no_grad()
