@@ -101,8 +101,13 @@ def state_bytes(optimizers: list[torch.optim.Optimizer]) -> int:
 
 
 def stepper(optimizers: list[torch.optim.Optimizer], window: int) -> Callable[[], None]:
+    """``window`` steps; the gradients are put back before each (heavyball frees them)."""
+    grads = [(p, p.grad) for opt in optimizers for g in opt.param_groups for p in g["params"]]
+
     def run() -> None:
         for _ in range(window):
+            for p, grad in grads:
+                p.grad = grad
             for opt in optimizers:
                 opt.step()
 
@@ -164,13 +169,13 @@ def main() -> int:
     load_before = os.getloadavg()[0]
     wall = time.perf_counter()
 
-    runs = build(args.every)
-    for opts in runs.values():  # warm-up window: state allocated, first decompositions done
-        stepper(opts, args.every)()
-    memory = {name: state_bytes(opts) for name, opts in runs.items()}
-    times = windows({n: stepper(o, args.every) for n, o in runs.items()}, args.rounds)
-
+    optimizers = build(args.every)
+    runs = {name: stepper(opts, args.every) for name, opts in optimizers.items()}
     print(f"GPT stack {GPT_SHAPE}, {args.threads} threads, precondition_every={args.every}")
+    for run in runs.values():  # warm-up window: state allocated, decompositions done
+        run()
+    memory = {name: state_bytes(opts) for name, opts in optimizers.items()}
+    times = windows(runs, args.rounds)
     print(f"{'optimizer':28s} {'step ms':>9s} {'state MiB':>10s}")
     for name in runs:
         step_ms = times[name] / args.every * 1e3

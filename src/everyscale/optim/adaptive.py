@@ -9,10 +9,13 @@ template calls ``update_`` with the group's parameters, gradients and per-parame
 dicts; the geometry returns how many matrices fell back to a simpler step (Shampoo: a failed
 eigendecomposition) so that the optimizer can count them.
 
-Every parameter is seen as a stack of ``b`` matrices (``as_matrices``): a 2-D weight is one
-``m x n`` matrix, a 3-D tensor ``(E, m, n)`` is ``E`` expert matrices, a convolution kernel
-``(out, in, *k)`` is one ``out x (in k...)`` matrix. A kernel (``kernel(grad, state, step,
-...)``) works on such a stack, with its state tensors stacked the same way (leading ``b``).
+Every parameter is seen as a stack of ``b`` matrices ``(d_out, d_in)``: through the group's
+``Layout`` when it has one (``layouts.py``: HF ``Conv1D`` transposed, fused q/k/v as three
+matrices, HF experts per expert, per-head blocks), otherwise as stored (``as_matrices``): a
+2-D weight is one ``m x n`` matrix, a 3-D tensor ``(E, m, n)`` is ``E`` expert matrices, a
+convolution kernel ``(out, in, *k)`` is one ``out x (in k...)`` matrix. A kernel
+(``kernel(grad, state, step, group)``) works on such a stack, with its state tensors stacked
+the same way (leading ``b``).
 ``apply_kernel`` runs it in one of two ways, which compute the same thing:
 
 - per parameter (``batched=False``): the kernel updates that parameter's own state in place;
@@ -33,6 +36,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
+from everyscale.optim.layouts import Layout
 from everyscale.optim.norms import Norm
 
 __all__ = [
@@ -41,6 +45,7 @@ __all__ = [
     "as_matrices",
     "matrix_shape",
     "safe_eigh",
+    "stack_shape",
     "work_dtype",
 ]
 
@@ -58,6 +63,25 @@ def matrix_shape(shape: torch.Size | tuple[int, ...]) -> tuple[int, int, int]:
 def as_matrices(t: Tensor) -> Tensor:
     """``t`` as a ``(b, m, n)`` stack (a view when ``t`` is contiguous)."""
     return t.reshape(matrix_shape(t.shape))
+
+
+def stack_shape(layout: Layout | None, shape: torch.Size | tuple[int, ...]) -> tuple[int, int, int]:
+    """``(b, m, n)`` of a parameter of ``shape`` read through ``layout`` (or as stored)."""
+    if layout is not None and layout.reshapes(shape):
+        return layout.matrix_shape(shape)
+    return matrix_shape(shape)
+
+
+def _to_stack(layout: Layout | None, t: Tensor) -> Tensor:
+    if layout is not None and layout.reshapes(t.shape):
+        return layout.to_matrices(t)
+    return as_matrices(t)
+
+
+def _from_stack(layout: Layout | None, u: Tensor, shape: torch.Size) -> Tensor:
+    if layout is not None and layout.reshapes(shape):
+        return layout.from_matrices(u, shape)
+    return u.reshape(shape)
 
 
 def work_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -106,8 +130,11 @@ class AdaptiveGeometry(Norm):
     group_keys: ClassVar[tuple[str, ...]] = ()
 
     # ---------------------------------------------------------------- contract
-    def init_state(self, p: Tensor, state: dict[str, Any], group: dict[str, Any]) -> None:
-        """Fill ``state`` (empty) with the zero state of parameter ``p`` in ``group``."""
+    def init_state(
+        self, shape: tuple[int, int, int], p: Tensor, state: dict[str, Any], group: dict[str, Any]
+    ) -> None:
+        """Fill ``state`` (empty) with the zero state of parameter ``p`` in ``group``, read as
+        a ``shape = (b, m, n)`` stack of matrices."""
         raise NotImplementedError
 
     def kernel(
@@ -118,9 +145,9 @@ class AdaptiveGeometry(Norm):
         raise NotImplementedError
 
     def state_bytes(
-        self, shape: torch.Size | tuple[int, ...], dtype: torch.dtype, group: dict[str, Any]
+        self, shape: tuple[int, int, int], dtype: torch.dtype, group: dict[str, Any]
     ) -> int:
-        """Bytes of optimizer state one parameter of ``shape`` and ``dtype`` needs."""
+        """Bytes of optimizer state of one parameter read as a ``(b, m, n)`` stack."""
         raise NotImplementedError
 
     def update_(
@@ -129,10 +156,11 @@ class AdaptiveGeometry(Norm):
         grads: list[Tensor],
         states: list[dict[str, Any]],
         group: dict[str, Any],
+        layout: Layout | None,
         batched: bool,
     ) -> list[int]:
         """One step for every parameter; returns the fallbacks of each parameter."""
-        return apply_kernel(self, params, grads, states, group, batched)
+        return apply_kernel(self, params, grads, states, group, layout, batched)
 
     # ------------------------------------------------- no state, no geometry
     def _stateless(self, *_: Any, **__: Any) -> Tensor:
@@ -146,14 +174,14 @@ class AdaptiveGeometry(Norm):
 
 
 def _stack_groups(
-    params: list[Tensor], states: list[dict[str, Any]], batched: bool
+    params: list[Tensor], states: list[dict[str, Any]], layout: Layout | None, batched: bool
 ) -> list[list[int]]:
     """Indices to run together: one per parameter, or same shape/dtype/device/step."""
     if not batched:
         return [[i] for i in range(len(params))]
     groups: dict[tuple, list[int]] = defaultdict(list)
     for i, (p, s) in enumerate(zip(params, states)):
-        key = (matrix_shape(p.shape)[1:], p.dtype, p.device, int(s["step"].item()))
+        key = (stack_shape(layout, p.shape)[1:], p.dtype, p.device, int(s["step"].item()))
         groups[key].append(i)
     return list(groups.values())
 
@@ -164,6 +192,7 @@ def apply_kernel(
     grads: list[Tensor],
     states: list[dict[str, Any]],
     group: dict[str, Any],
+    layout: Layout | None,
     batched: bool,
 ) -> list[int]:
     """Run ``geometry.kernel`` and take the step ``W <- (1 - lr wd) W - lr u``.
@@ -174,23 +203,23 @@ def apply_kernel(
     for p, state in zip(params, states):
         if not state:
             state["step"] = torch.tensor(0.0, dtype=torch.float32)
-            geometry.init_state(p, state, group)
+            geometry.init_state(stack_shape(layout, p.shape), p, state, group)
     fallbacks = [0] * len(params)
-    for indices in _stack_groups(params, states, batched):
+    for indices in _stack_groups(params, states, layout, batched):
         for i in indices:
             states[i]["step"] += 1
         step = int(states[indices[0]]["step"].item())
         if len(indices) == 1:
             stack = {k: v for k, v in states[indices[0]].items() if k != "step"}
-            grad = as_matrices(grads[indices[0]])
+            grad = _to_stack(layout, grads[indices[0]])
         else:
             keys = [k for k in states[indices[0]] if k != "step"]
             stack = {k: torch.cat([states[i][k] for i in indices]) for k in keys}
-            grad = torch.cat([as_matrices(grads[i]) for i in indices])
+            grad = torch.cat([_to_stack(layout, grads[i]) for i in indices])
         update, failed = geometry.kernel(grad, stack, step, group)
         if len(indices) > 1:
             _copy_back(stack, [states[i] for i in indices])
-        counts = [matrix_shape(params[i].shape)[0] for i in indices]
+        counts = [stack_shape(layout, params[i].shape)[0] for i in indices]
         if failed is not None:
             for i, f in zip(indices, failed.split(counts)):
                 fallbacks[i] += int(f.sum())
@@ -200,7 +229,7 @@ def apply_kernel(
             p = params[i]
             if wd:
                 p.mul_(1 - lr * wd)
-            p.add_(u.reshape(p.shape), alpha=-lr)
+            p.add_(_from_stack(layout, u, p.shape), alpha=-lr)
     return fallbacks
 
 

@@ -102,13 +102,12 @@ def _describe(args: argparse.Namespace) -> int:
         options["lr"] = args.lr
     if args.base_depth is not None and args.base_width is None:
         raise ValueError("--base-depth needs --base-width (the proxy's width) too")
-    if args.base_width is not None:
-        from everyscale.scale import BaseShape
+    if args.base_width is not None:  # the scale plan's table: cli.py may import any layer
+        from everyscale.scale import BaseShape, describe_plan
 
-        options.update(
-            base=BaseShape(width=args.base_width, depth=args.base_depth),
-            width=shape.get("width", getattr(model, "width", None)),
-            alpha=args.alpha,
-        )
+        base = BaseShape(width=args.base_width, depth=args.base_depth)
+        width = shape.get("width", getattr(model, "width", None))
+        describe_plan(model, args.preset, base, width=width, alpha=args.alpha, **options)
+        return 0
     describe(model, args.preset, **options)
     return 0

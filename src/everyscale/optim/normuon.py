@@ -27,7 +27,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from everyscale.optim.adaptive import AdaptiveGeometry, matrix_shape
+from everyscale.optim.adaptive import AdaptiveGeometry
 from everyscale.optim.norms import _PolarMixin
 
 __all__ = ["NorMuon", "normuon_kernel"]
@@ -89,8 +89,10 @@ class NorMuon(_PolarMixin, AdaptiveGeometry):
     def describe(self) -> str:
         return "normuon" if self.method == "newton_schulz" else f"normuon[{self.method}]"
 
-    def init_state(self, p: Tensor, state: dict[str, Any], group: dict[str, Any]) -> None:
-        b, m, n = matrix_shape(p.shape)
+    def init_state(
+        self, shape: tuple[int, int, int], p: Tensor, state: dict[str, Any], group: dict[str, Any]
+    ) -> None:
+        b, m, n = shape
         state["momentum_buffer"] = torch.zeros(b, m, n, dtype=p.dtype, device=p.device)
         state["row_sq"] = torch.zeros(b, m, dtype=p.dtype, device=p.device)
 
@@ -109,7 +111,7 @@ class NorMuon(_PolarMixin, AdaptiveGeometry):
         return update, None
 
     def state_bytes(
-        self, shape: torch.Size | tuple[int, ...], dtype: torch.dtype, group: dict[str, Any]
+        self, shape: tuple[int, int, int], dtype: torch.dtype, group: dict[str, Any]
     ) -> int:
-        b, m, n = matrix_shape(shape)
+        b, m, n = shape
         return b * (m * n + m) * torch.empty((), dtype=dtype).element_size()

@@ -48,7 +48,7 @@ from typing import Any, ClassVar, Literal, get_args
 import torch
 from torch import Tensor
 
-from everyscale.optim.adaptive import AdaptiveGeometry, matrix_shape, safe_eigh, work_dtype
+from everyscale.optim.adaptive import AdaptiveGeometry, safe_eigh, work_dtype
 
 __all__ = ["GRAFTINGS", "Shampoo", "inverse_root", "shampoo_kernel"]
 
@@ -194,8 +194,10 @@ class Shampoo(AdaptiveGeometry):
             f"shampoo(every {self.kwargs['precondition_every']}, graft {self.kwargs['grafting']})"
         )
 
-    def init_state(self, p: Tensor, state: dict[str, Any], group: dict[str, Any]) -> None:
-        b, m, n = matrix_shape(p.shape)
+    def init_state(
+        self, shape: tuple[int, int, int], p: Tensor, state: dict[str, Any], group: dict[str, Any]
+    ) -> None:
+        b, m, n = shape
         work = work_dtype(p.dtype)
         zeros = {"dtype": work, "device": p.device}
         state["factor_left"] = torch.zeros(b, m, m, **zeros)
@@ -214,9 +216,9 @@ class Shampoo(AdaptiveGeometry):
         return shampoo_kernel(grad, state, step, beta1=group["momentum"], **self.kwargs)
 
     def state_bytes(
-        self, shape: torch.Size | tuple[int, ...], dtype: torch.dtype, group: dict[str, Any]
+        self, shape: tuple[int, int, int], dtype: torch.dtype, group: dict[str, Any]
     ) -> int:
-        b, m, n = matrix_shape(shape)
+        b, m, n = shape
         work = torch.empty((), dtype=work_dtype(dtype)).element_size()
         own = torch.empty((), dtype=dtype).element_size()
         moments = (group["momentum"] > 0) + (self.kwargs["grafting"] == "adam")

@@ -40,7 +40,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from everyscale.optim.adaptive import AdaptiveGeometry, matrix_shape, safe_eigh, work_dtype
+from everyscale.optim.adaptive import AdaptiveGeometry, safe_eigh, work_dtype
 
 __all__ = ["Soap", "soap_kernel"]
 
@@ -185,8 +185,10 @@ class Soap(AdaptiveGeometry):
         limit = self.kwargs["max_precondition_dim"]
         return [(side, size) for side, size in (("left", m), ("right", n)) if size <= limit]
 
-    def init_state(self, p: Tensor, state: dict[str, Any], group: dict[str, Any]) -> None:
-        b, m, n = matrix_shape(p.shape)
+    def init_state(
+        self, shape: tuple[int, int, int], p: Tensor, state: dict[str, Any], group: dict[str, Any]
+    ) -> None:
+        b, m, n = shape
         work = {"dtype": work_dtype(p.dtype), "device": p.device}
         for side, size in self._sides(m, n):
             state[f"factor_{side}"] = torch.zeros(b, size, size, **work)
@@ -210,9 +212,9 @@ class Soap(AdaptiveGeometry):
         )
 
     def state_bytes(
-        self, shape: torch.Size | tuple[int, ...], dtype: torch.dtype, group: dict[str, Any]
+        self, shape: tuple[int, int, int], dtype: torch.dtype, group: dict[str, Any]
     ) -> int:
-        b, m, n = matrix_shape(shape)
+        b, m, n = shape
         work = torch.empty((), dtype=work_dtype(dtype)).element_size()
         own = torch.empty((), dtype=dtype).element_size()
         square = sum(size * size for _, size in self._sides(m, n))
