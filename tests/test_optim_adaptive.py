@@ -522,3 +522,24 @@ def test_resume_keeps_float32_factors_of_bfloat16_weights(preset, tmp_path):
     fresh.load_state_dict(torch.load(tmp_path / "opt.pt", weights_only=True))
     for key, value in opt.state[w].items():
         assert fresh.state[w][key].dtype == value.dtype and torch.equal(fresh.state[w][key], value)
+
+
+@pytest.mark.parametrize("preset", ["shampoo", "soap", "normuon"])
+def test_layouts_give_each_logical_matrix_its_own_state(preset):
+    """GPT-2's fused, transposed c_attn (d, 3d) is three d x d matrices (q, k, v); its c_fc
+    (d, 4d) is one 4d x d matrix (Conv1D stores (in, out)). (Expert stacks: above.)"""
+    import hf_zoo
+
+    model, batch, loss_fn = hf_zoo.gpt2()
+    opt = make_optimizer(model, preset, **_every(preset))
+    loss_fn(model, batch).backward()
+    opt.step()
+    params = dict(model.named_parameters())
+    state_attn = opt.state[params["transformer.h.0.attn.c_attn.weight"]]
+    state_fc = opt.state[params["transformer.h.0.mlp.c_fc.weight"]]
+    assert state_attn["momentum_buffer" if preset != "soap" else "exp_avg"].shape == (3, 128, 128)
+    if preset == "normuon":
+        assert state_fc["row_sq"].shape == (1, 512)  # one per output neuron
+    else:
+        assert state_fc["factor_left"].shape == (1, 512, 512)
+        assert state_fc["factor_right"].shape == (1, 128, 128)
