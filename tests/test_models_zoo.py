@@ -79,6 +79,7 @@ def test_without_an_input_a_vision_head_is_guessed_hidden_and_named(monkeypatch)
     assert roles["vit.embeddings.patch_embeddings.projection.weight"] == Role.INPUT
 
 
+@pytest.mark.filterwarnings("ignore:muon. no parameter is a 2-D hidden matrix")
 @pytest.mark.parametrize("name", list(hf_zoo.ZOO))
 @pytest.mark.parametrize("preset", ["scion", "muon", "adamw"])
 def test_every_parameter_is_in_exactly_one_group(name, preset):
@@ -98,6 +99,9 @@ def test_vit_tokens_and_tables_are_not_conv_kernels():
     roles = assign_roles(model)
     assert roles["vit.embeddings.patch_embeddings.projection.weight"] == Role.INPUT
     assert roles["vit.embeddings.cls_token"] == Role.VECTOR
+    notes = " ".join(everyscale.describe(model, "scion").split())
+    assert "vit.embeddings.cls_token (token: a vector)" in notes
+    assert "vit.embeddings.position_embeddings (table: an input table)" in notes
 
 
 def _hidden_shape_factor(model, name, preset="scion"):
@@ -274,6 +278,7 @@ def test_init_puts_each_fused_matrix_on_its_sphere():
         torch.testing.assert_close(singular, torch.ones(128), atol=1e-4, rtol=0)
 
 
+@pytest.mark.filterwarnings("ignore:muon. no parameter is a 2-D hidden matrix")
 @pytest.mark.parametrize("name", list(hf_zoo.ZOO))
 @pytest.mark.parametrize("preset", list(PRESETS))
 def test_ten_steps_at_the_default_lr_lower_the_loss(name, preset):
@@ -372,3 +377,21 @@ def test_per_head_layout_orthogonalizes_each_head():
     for rows in (slice(0, 4), slice(4, 8)):  # each head (4 x 8): factor sqrt(4/8)
         expected = 0.1 * 0.5**0.5 * Spectral().base_lmo(grad[rows])
         torch.testing.assert_close(update[rows], expected, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.slow
+def test_a_compiled_model_gets_the_same_roles_and_trains():
+    model, batch, loss_fn = hf_zoo.build("llama_untied")
+    eager = assign_roles(model)
+    compiled = torch.compile(model)
+    roles = assign_roles(compiled)
+    assert roles == {f"_orig_mod.{n}": r for n, r in eager.items()}
+    opt = make_optimizer(compiled, "scion")
+    with torch.no_grad():
+        before = float(loss_fn(compiled, batch))
+    for _ in range(3):
+        opt.zero_grad()
+        loss_fn(compiled, batch).backward()
+        opt.step()
+    with torch.no_grad():
+        assert float(loss_fn(compiled, batch)) < before

@@ -268,7 +268,7 @@ def _hf_experts(module: nn.Module, path: str, tensor: Tensor) -> Layout | None:
     )
 
 
-_TOKEN_PATTERNS = ("*token*", "*bias")
+_TOKEN_PATTERNS = ("*token*",)
 _TABLE_PATTERNS = ("*pos*", "*relative*", "*bias_table*")
 
 
@@ -278,7 +278,9 @@ def _not_a_layer(path: str, tensor: Tensor) -> Layout | None:
     leaf = path.rpartition(".")[2].lower()
     core = [s for s in tensor.shape[:-2] if s != 1]
     if any(fnmatch.fnmatchcase(leaf, p) for p in _TOKEN_PATTERNS):
-        return Layout(kind="vector", label="token/scalar")
+        return Layout(kind="vector", label="token")
+    if leaf.endswith("bias"):  # e.g. the (experts, out) biases of an experts module
+        return Layout(kind="vector", label="bias")
     rows = tensor.shape[-2] if tensor.ndim >= 2 else 1
     if tensor.ndim >= 2 and not core and rows == 1:
         return Layout(kind="vector", label="token")  # (1, 1, d): one learned vector
@@ -358,7 +360,10 @@ _CONV = Layout(kind="conv")
 _TABLE = Layout(kind="embedding")
 
 register_layout(nn.Linear, "weight", _LINEAR)
-for _cls in (nn.Conv1d, nn.Conv2d, nn.Conv3d):
+# Transposed convolutions store (in, out/groups, *k); they are read as kernels as before
+# (spectral_conv on that storage), so their shape factor takes in and out the other way round.
+for _cls in (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d,
+             nn.ConvTranspose3d):  # fmt: skip
     register_layout(_cls, "weight", _CONV)
 for _cls in (nn.Embedding, nn.EmbeddingBag):
     register_layout(_cls, "weight", _TABLE)

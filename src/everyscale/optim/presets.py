@@ -75,6 +75,12 @@ radii were tuned for GPT-2 small; tune ``radius`` and ``output_radius`` on a sma
 other models (the repository's MLP uses radius 1, an output radius ``2**10`` and lr
 ``2**-6``; its CNN 8, ``16 * 8`` and lr ``2**-4``).
 
+Each of these norms sees a parameter's *logical* matrices, as its layout reads it
+(``layouts.py``): GPT-2's ``Conv1D`` weights transposed, ``c_attn`` and ``in_proj_weight`` as
+q, k and v, LSTM gates one by one, each expert of a 3-D experts tensor (one batched polar call);
+tokens and position tables are vectors and input tables, not kernels. ``muon``'s "2-D hidden
+matrices" are the hidden parameters whose layout is a matrix (experts included).
+
 Learning rate and radius in the Scion family. An LMO step has a fixed length whatever the size
 of the gradient: each step adds ``lr * rho * lmo(d)``, of length ``lr * rho`` in the
 parameter's own norm (the hidden layers' RMS -> RMS operator norm; ``lr * rho / d_in`` per
@@ -769,6 +775,20 @@ def _learned_note(opt: NormOptimizer, preset: str) -> str:
     )
 
 
+def _non_layer_note(model: nn.Module) -> list[str]:
+    """A note naming the tensors read as tokens or tables rather than layer weights."""
+    found = []
+    for name, p in model.named_parameters():
+        layout = layout_of(model, name, p)
+        if layout is not None and layout.label in ("token", "table", "bias") and p.ndim > 1:
+            what = "a vector" if layout.kind == "vector" else "an input table"
+            found.append(f"{name} ({layout.label}: {what})")
+    if not found:
+        return []
+    note = "not layer weights, by name and shape: " + ", ".join(found)
+    return [textwrap.fill(note, width=92, subsequent_indent="  ")]
+
+
 def describe(model: nn.Module, preset: str, **overrides: Any) -> str:
     """Print and return the table of what ``preset`` does with each parameter of ``model``.
 
@@ -785,6 +805,7 @@ def describe(model: nn.Module, preset: str, **overrides: Any) -> str:
     lr = overrides.pop("lr", None)
     opt = optimizer(model, preset, lr, **overrides)
     table = describe_optimizer(opt, order=[name for name, _ in model.named_parameters()])
-    text = "\n".join([table, *describe_notes(opt, preset, overrides)])
+    notes = [*describe_notes(opt, preset, overrides), *_non_layer_note(model)]
+    text = "\n".join([table, *notes])
     print(f"preset {preset}\n{text}")
     return text

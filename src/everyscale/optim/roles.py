@@ -130,6 +130,7 @@ def _usage_order(
 ) -> tuple[dict[str, int], dict[str, int]]:
     """First and last use of each parameter in one forward pass of ``example_input``."""
     recorder = _UsageRecorder({id(p): name for name, p in params.items()})
+    model = getattr(model, "_orig_mod", model)  # torch.compile: watch the eager module
     was_training = model.training
     model.eval()  # no dropout randomness; the pass only watches which weights are touched
     try:
