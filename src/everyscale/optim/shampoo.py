@@ -134,8 +134,9 @@ def shampoo_kernel(
     if grafting != "none":
         length = torch.linalg.vector_norm(fallback, dim=(-2, -1), keepdim=True)
         own = torch.linalg.vector_norm(direction, dim=(-2, -1), keepdim=True)
-        direction = direction * (length / own.clamp_min(torch.finfo(work).tiny))
-    direction = torch.where(state["roots_ok"][:, None, None], direction, fallback)
+        direction.mul_(length / own.clamp_min(torch.finfo(work).tiny))
+    if not bool(state["roots_ok"].all()):  # a matrix without roots takes the fallback
+        direction = torch.where(state["roots_ok"][:, None, None], direction, fallback)
     return direction.to(grad.dtype), failed
 
 

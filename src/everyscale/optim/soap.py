@@ -134,8 +134,8 @@ def soap_kernel(
     m_rot = _rotate(exp_avg.to(work), state)
     g_rot = g_rot.to(exp_avg_sq.dtype)
     exp_avg_sq.mul_(beta2).addcmul_(g_rot, g_rot, value=1 - beta2)
-    n_rot = m_rot / (exp_avg_sq.to(work).sqrt() + eps)
-    update = _rotate_back(n_rot, state) * ((1 - beta2**k) ** 0.5 / (1 - beta1**k))
+    n_rot = m_rot / exp_avg_sq.to(work).sqrt().add_(eps)
+    update = _rotate_back(n_rot, state).mul_((1 - beta2**k) ** 0.5 / (1 - beta1**k))
     _update_factors(state, g, beta)
     failed = _refresh_bases(state) if k % precondition_every == 0 else None
     return update.to(grad.dtype), failed
