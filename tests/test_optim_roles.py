@@ -232,12 +232,12 @@ def test_cli_describe(capsys):
     cli.register(parser.add_subparsers())
     args = parser.parse_args(
         ["describe", "--model", "gpt", "--width", "16", "--depth", "1", "--shape", "heads=2",
-         "--preset", "muon", "--set", "adjust_lr_fn=match_rms_adamw", "--lr", "0.1"]
+         "--optimizer", "muon", "--option", "adjust_lr_fn=match_rms_adamw", "--lr", "0.1"]
     )  # fmt: skip
     assert args.func(args) == 0
     out = capsys.readouterr().out
     assert "spectral(muon_rms)" in out and "blocks.0.mlp.fc.weight" in out
-    bad = parser.parse_args(["describe", "--model", "gpt", "--set", "momentum=2"])
+    bad = parser.parse_args(["describe", "--model", "gpt", "--option", "momentum=2"])
     with pytest.raises(ValueError, match="momentum"):
         bad.func(bad)
     with pytest.raises(ValueError, match="--width must be a positive integer"):

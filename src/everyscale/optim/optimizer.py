@@ -164,6 +164,11 @@ class NormOptimizer(torch.optim.Optimizer):
         }
         self._counters = {"steps": 0, "skipped_steps": 0, "preconditioner_fallbacks": 0}
         self._warned_fallback = False
+        #: ``lmo_hook(optimizer, group, norm, params, directions, foreach) -> list[Tensor]``,
+        #: when set, computes a group's base LMOs in place of ``group_base_lmos``
+        #: (``everyscale.dist`` installs one: an owner rank computes each polar factor, through
+        #: ``group_base_lmos``, and the results are shared).
+        self.lmo_hook: Callable[..., list[Tensor]] | None = None
         super().__init__(params, defaults)
 
     # ---------------------------------------------------------------- groups
@@ -514,6 +519,44 @@ class NormOptimizer(torch.optim.Optimizer):
                 out[i] = lmo
         return out  # type: ignore[return-value]
 
+    def group_base_lmos(
+        self, group: dict[str, Any], norm: Norm, directions: list[Tensor], foreach: bool
+    ) -> list[Tensor]:
+        """``lmo_0`` of each direction of ``group`` (what an owner rank computes)."""
+        layout = self.layout_of(group)
+        if layout is not None:
+            return _layout_base_lmos(norm, layout, directions, foreach)
+        return self._base_lmos(norm, directions, foreach)
+
+    def _lmos(
+        self,
+        group: dict[str, Any],
+        norm: Norm,
+        params: list[Tensor],
+        directions: list[Tensor],
+        foreach: bool,
+    ) -> list[Tensor]:
+        """``lmo_0`` of each direction, through ``lmo_hook`` when one is installed."""
+        if self.lmo_hook is None:
+            return self.group_base_lmos(group, norm, directions, foreach)
+        return self.lmo_hook(self, group, norm, params, directions, foreach)
+
+    def _sharp_from_units(
+        self,
+        group: dict[str, Any],
+        norm: Norm,
+        params: list[Tensor],
+        directions: list[Tensor],
+        foreach: bool,
+    ) -> list[Tensor]:
+        """``d# = -||d||_* lmo(d)`` with ``||d||_* = -<d, lmo(d)>`` (as ``Norm.sharp``)."""
+        units = self._lmos(group, norm, params, directions, foreach)
+        updates = []
+        for d, u, p in zip(directions, units, params):
+            u = u.mul_(norm.scale(p.shape))
+            updates.append(u.mul_((d * u).sum()))
+        return updates
+
     def _template(
         self,
         group: dict[str, Any],
@@ -545,15 +588,14 @@ class NormOptimizer(torch.optim.Optimizer):
                 updates = directions
             elif layout is not None:
                 updates = [_layout_sharp(norm, layout, d) for d in directions]
+            elif self.lmo_hook is not None:
+                updates = self._sharp_from_units(group, norm, params, directions, foreach)
             else:
                 updates = [norm.sharp(d) for d in directions]
             self._apply(params, updates, [-lr] * len(params), foreach)
             return
 
-        if layout is not None:
-            units = _layout_base_lmos(norm, layout, directions, foreach)
-        else:
-            units = self._base_lmos(norm, directions, foreach)
+        units = self._lmos(group, norm, params, directions, foreach)
         scales = [_shape_factor(norm, layout, p.shape) for p in params]
         if kind == "clipped":
             if layout is not None:
@@ -561,9 +603,10 @@ class NormOptimizer(torch.optim.Optimizer):
             else:
                 # ||d||_* = -<d, lmo(d)> = -s <d, lmo_0(d)>; step gamma min(rho, ||d||_*) s
                 # lmo_0(d). Kept as 0-dim tensors: no host synchronization per parameter.
+                # Out of place: under FSDP2 the sum is a DTensor partial sum over the shards.
                 for d, u, s in zip(directions, units, scales):
-                    dual = torch.sum(d * u).neg_().mul_(s)
-                    u.mul_(dual.clamp_(max=radius).mul_(lr * s))
+                    dual = torch.sum(d * u).neg().mul(s)
+                    u.mul_(dual.clamp(max=radius).mul(lr * s))
             self._apply(params, units, [1.0] * len(params), foreach)
             return
         if kind == "constrained":

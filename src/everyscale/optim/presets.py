@@ -557,6 +557,25 @@ def _entries(
     return entries
 
 
+def _check_python_only_options(example_input: Any, roles: Any) -> None:
+    """``example_input`` holds tensors; ``roles`` maps patterns to roles."""
+    if example_input is not None:
+        values = example_input.values() if isinstance(example_input, dict) else example_input
+        values = [values] if isinstance(values, torch.Tensor) else values
+        if not isinstance(values, (list, tuple, type({}.values()))) or not any(
+            isinstance(v, torch.Tensor) for v in values
+        ):
+            raise ValueError(
+                "example_input must be a tensor (or a tuple or dict of the model's arguments "
+                f"holding tensors), got {example_input!r}"
+            )
+    if roles is not None and not isinstance(roles, dict):
+        raise ValueError(
+            'roles must map parameter-name patterns to roles, e.g. {"head.*": "output"}, '
+            f"got {roles!r}"
+        )
+
+
 def optimizer(
     params_or_model: nn.Module | Iterable[Any],
     preset: str,
@@ -587,6 +606,7 @@ def optimizer(
     options = preset_options(preset, overrides)
     foreach = overrides.get("foreach")
     nonfinite = overrides.get("nonfinite", "raise")
+    _check_python_only_options(overrides.get("example_input"), overrides.get("roles"))
 
     entries = _entries(
         params_or_model,
@@ -614,7 +634,8 @@ def optimizer(
         warnings.warn(
             f"muon: no parameter is a 2-D hidden matrix (conv kernels, vectors, embedding and "
             f"head go to the rest preset), so every parameter trains with {options.rest}; "
-            "pass spectral_for='all' to put the embedding and head on the Spectral LMO",
+            "set the option spectral_for=all (--option spectral_for=all on the command line) "
+            "to put the embedding and head on the Spectral LMO",
             stacklevel=2,
         )
     return NormOptimizer(list(groups.values()), foreach=foreach, nonfinite=nonfinite)

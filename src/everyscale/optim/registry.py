@@ -167,10 +167,38 @@ def preset_options(name: str, overrides: Mapping[str, Any]) -> Any:
         raise ValueError(
             f"preset {name!r} does not take {', '.join(unknown)}; its options are {valid}"
         )
+    fields = {f.name: f for f in dataclasses.fields(spec.options)}
+    for key, value in overrides.items():
+        if key in own:
+            _check_option_kind(name, key, fields[key].type, value)
     options = spec.options(**{k: v for k, v in overrides.items() if k in own})
     if spec.check is not None:
         spec.check(options)
     return options
+
+
+def _check_option_kind(preset: str, key: str, annotation: Any, value: Any) -> None:
+    """A value of the kind the options dataclass declares: True/False, a number or a word.
+
+    Tuples (``betas``) and other kinds are checked where they are used. ``ValueError``
+    otherwise, worded for both callers (``radius=abc`` in Python, ``--option radius=abc``).
+    """
+    text = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", "")
+    kinds = {part.strip() for part in text.split("|")}
+    if value is None and "None" in kinds:
+        return
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if "bool" in kinds:
+        ok, wanted = isinstance(value, bool), "True or False"
+    elif kinds & {"float", "int"}:
+        ok, wanted = number, "a number"
+    elif "str" in kinds:  # a word; objects such as a torch.dtype for ns_dtype pass too
+        ok = not isinstance(value, (bool, int, float, list, tuple, dict, set))
+        wanted = "a word (text)"
+    else:
+        return
+    if not ok:
+        raise ValueError(f"{preset}: option {key} must be {wanted}, got {value!r}")
 
 
 class _Names(Sequence):

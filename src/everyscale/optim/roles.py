@@ -128,8 +128,17 @@ def parameter_modules(model: nn.Module) -> dict[str, nn.Module]:
 def _usage_order(
     model: nn.Module, params: dict[str, nn.Parameter], example_input: Any
 ) -> tuple[dict[str, int], dict[str, int]]:
-    """First and last use of each parameter in one forward pass of ``example_input``."""
-    recorder = _UsageRecorder({id(p): name for name, p in params.items()})
+    """First and last use of each parameter in one forward pass of ``example_input``.
+
+    A model sharded by ``torch.distributed.fsdp.fully_shard`` (FSDP2) is gathered for the pass
+    (``unshard``: the full tensors are what the forward touches) and resharded after it.
+    """
+    sharded = [m for m in model.modules() if callable(getattr(m, "unshard", None))]
+    for module in sharded:
+        module.unshard()
+    watched = {id(p): name for name, p in params.items()}
+    watched.update({id(p): n for n, p in model.named_parameters() if n in params})
+    recorder = _UsageRecorder(watched)
     model = getattr(model, "_orig_mod", model)  # torch.compile: watch the eager module
     was_training = model.training
     model.eval()  # no dropout randomness; the pass only watches which weights are touched
@@ -143,6 +152,8 @@ def _usage_order(
                 model(example_input)
     finally:
         model.train(was_training)
+        for module in sharded:
+            module.reshard()
     return recorder.first, recorder.last
 
 
