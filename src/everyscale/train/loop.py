@@ -46,13 +46,12 @@ from tqdm.auto import tqdm
 from everyscale.train.checkpoint import (
     atomic_write_bytes,
     atomic_write_json,
-    load_checkpoint,
     save_checkpoint,
 )
 from everyscale.train.config import TrainConfig
 from everyscale.train.data import load_dataset
+from everyscale.train.extend import load_resumable_checkpoint, run_fingerprint
 from everyscale.train.models import build_model
-from everyscale.train.schedules import get_schedule
 
 __all__ = [
     "NonFiniteLossError",
@@ -356,12 +355,9 @@ def _setup(
     device = torch.device(config.device)
     model.to(device).train()
     optimizer = _make_optimizer(config, model, optimizer_factory)
-    schedule = get_schedule(config.schedule, config.steps, config.warmup, config.effective_cooldown)
-    fingerprint = config.fingerprint()
-    if optimizer_fingerprint is not None:
-        # In JSON form, as it reads back from summary.json.
-        optimizer_fingerprint = json.loads(json.dumps(dict(optimizer_fingerprint)))
-        fingerprint["optimizer_factory"] = optimizer_fingerprint
+    schedule = config.schedule_function()
+    fingerprint = run_fingerprint(config, optimizer_fingerprint)
+    optimizer_fingerprint = fingerprint.get("optimizer_factory")  # in JSON form, as it reads back
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     return RunState(
@@ -393,7 +389,8 @@ def _resume(state: RunState) -> dict[str, Any] | None:
         if not config.quiet:
             print(f"no checkpoint in {state.out}: starting a new run", file=sys.stderr)
         return None
-    _load_checkpoint_into(state, load_checkpoint(path, state.fingerprint))
+    # A checkpoint may continue under a lengthened schedule that agrees with it so far.
+    _load_checkpoint_into(state, load_resumable_checkpoint(path, state.fingerprint, config))
     kept = _read_metrics(state.metrics_path, state.step)
     atomic_write_bytes(state.metrics_path, "".join(line + "\n" for line in kept).encode())
     if state.step >= config.steps and state.summary_path.exists():
