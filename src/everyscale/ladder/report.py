@@ -84,6 +84,13 @@ def _timing_line(result: dict) -> str:
             f"; from the CPU time of each run, about {estimate:.0f} s on {workers} idle cores "
             f"(the machine may have been shared)"
         )
+    tokens = result.get("ladder_tokens")
+    if tokens:
+        line += (
+            f"\n- ladder stage: {tokens['trained']:,} tokens trained, {tokens['alone']:,} if every "
+            f"run were trained alone ({tokens['ratio']:.3f}x; WSD branches: "
+            f"{'yes' if tokens['ratio'] < 1 else 'no'})"
+        )
     return line
 
 
