@@ -43,7 +43,9 @@ _HELP = {
     "threads": "torch CPU threads (default: torch's choice)",
     "device": "torch device for the model and batches (cpu, cuda, cuda:1, mps)",
     "out": "run directory for config.json, metrics.jsonl, summary.json, checkpoint.pt",
-    "resume": "continue from the checkpoint in --out",
+    "resume": "continue from the checkpoint in --out; a larger --steps lengthens the run when "
+    "its schedule so far stays the same (constant, or wsd before its cooldown, warmup in "
+    "--warmup-steps)",
     "quiet": "no progress bar",
 }
 
