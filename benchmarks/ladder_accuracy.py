@@ -18,10 +18,12 @@ Corpora: ``stdlib`` (this Python's sources), ``shakespeare`` (tinyshakespeare.tx
 ``OUT/docs.txt``; its size and SHA-256 are printed, since another machine's packages differ).
 
 Size (the default ``--size small``): per ladder, widths 16, 32, 48, 64 (depth 2, context 32,
-batch 8: 256 tokens a step) x 32k, 64k, 128k tokens, a 5-point learning-rate sweep (2^-13 ..
-2^-9) at width 16 x 32k; targets width 128 (4x N) at 128k, width 64 at 512k (4x D), width 128
-at 512k (both); 3 corpora x 2 seeds = 6 ladders, 18 held-out targets (each ladder stage: 12
-runs, 0.7x the tokens of training them alone). The CPU time is printed with the table.
+batch 8: 256 tokens a step) x 16k, 32k, 64k tokens (64 to 256 steps), a 5-point
+learning-rate sweep (2^-13 .. 2^-9) at width 16 x 16k; four held-out targets: width 128 (4.0x
+N) at 64k, width 128 at 128k (4x N, 2x D), width 64 at 256k (4x D), width 128 at 256k (both);
+3 corpora x 2 seeds = 6 ladders, 24 held-out targets (each ladder stage: 12 runs, 0.7x the
+tokens of training them alone), about 26k optimizer steps in all. The CPU time is printed
+with the table.
 
     .venv/bin/python benchmarks/ladder_accuracy.py [--out runs/bench-ladder] [--workers 2]
         [--corpora stdlib,shakespeare,docs] [--seeds 0,1] [--markdown PATH] [--json PATH]
@@ -51,14 +53,15 @@ from everyscale.ladder.ladder import (
     train_run,
     train_trunk_run,
 )
+from everyscale.ladder.noise import residual_sigma
 from everyscale.ladder.plan import LadderPlan, RunSpec, format_tokens, make_plan
 from everyscale.train.checkpoint import atomic_write_json
 
 SIZES = {
     "small": dict(
         widths=(16, 32, 48, 64),
-        tokens=(32_768, 65_536, 131_072),
-        targets=((128, 131_072), (64, 524_288), (128, 524_288)),
+        tokens=(16_384, 32_768, 65_536),
+        targets=((128, 65_536), (128, 131_072), (64, 262_144), (128, 262_144)),
         depth=2,
         context=32,
         batch_size=8,
@@ -232,14 +235,6 @@ def fit_law(points: list[dict], law: str, seed: int):
     return laws.fit(points, law=law, bootstrap=BOOTSTRAP, seed=seed, level=LEVEL)
 
 
-def residual_sigma(fit, points: list[dict], n_params: int) -> float:
-    """The fit's relative residual spread at the ladder's own points (dof-corrected RMS of
-    log residuals): the run-to-run noise a single run carries, as the law sees it."""
-    logs = [math.log(p["loss"] / float(fit.predict(N=p["N"], D=p["D"]))) for p in points]
-    dof = max(1, len(points) - n_params)
-    return math.sqrt(sum(x * x for x in logs) / dof)
-
-
 def seed_sigma(ladders: list[Ladder], corpus: str) -> float | None:
     """Run-to-run noise from the seeds: the spread of log losses between two seeds of the
     same ladder point, divided by sqrt(2) (one run's share)."""
@@ -255,12 +250,19 @@ def seed_sigma(ladders: list[Ladder], corpus: str) -> float | None:
     return float(np.sqrt(np.mean(np.square(diffs)) / 2.0)) if diffs else None
 
 
-def intervals(samples: np.ndarray, prediction: float, sigma: float, rng) -> dict:
-    """The bootstrap's percentile interval, and one with log-normal run noise ``sigma``."""
-    lo, hi = np.quantile(samples, [(1 - LEVEL) / 2, (1 + LEVEL) / 2])
-    noisy = samples * np.exp(sigma * rng.standard_normal(samples.shape))
-    nlo, nhi = np.quantile(noisy, [(1 - LEVEL) / 2, (1 + LEVEL) / 2])
-    return {"bootstrap": (float(lo), float(hi)), "noise": (float(nlo), float(nhi))}
+def intervals(samples: np.ndarray, sigmas: dict[str, float], rng) -> dict:
+    """The bootstrap's percentile interval, and one per noise model: each bootstrap
+    prediction times log-normal run noise of that ``sigma`` (a new run's own noise)."""
+    q = [(1 - LEVEL) / 2, (1 + LEVEL) / 2]
+    result = {"bootstrap": tuple(float(x) for x in np.quantile(samples, q))}
+    z = rng.standard_normal((8, samples.size))
+    for name, sigma in sigmas.items():
+        noisy = samples[None, :] * np.exp(sigma * z)
+        result[name] = tuple(float(x) for x in np.quantile(noisy, q))
+    return result
+
+
+INTERVALS = ("bootstrap", "residual", "residual+seed")
 
 
 def pooled_runs(ladders: list[Ladder], corpus: str) -> list[dict]:
@@ -282,8 +284,8 @@ def law_rows(la: Ladder, targets, ladder_runs, tag: str, sigma_seed, rng) -> lis
     for name, law, count in methods():
         points = ladder_points(ladder_runs, count)
         fit = fit_law(points, law, la.seed)
-        sigma_r = residual_sigma(fit, points, len(fit.params))
-        sigma = math.hypot(sigma_r, sigma_seed or 0.0)
+        sigma_r = residual_sigma(fit, {k: [p[k] for p in points] for k in ("N", "D", "loss")})
+        sigmas = {"residual": sigma_r, "residual+seed": math.hypot(sigma_r, sigma_seed or 0.0)}
         for t in targets:
             n, d = float(COUNTINGS[count](t)), float(t["D"])
             prediction = float(fit.predict(N=n, D=d))
@@ -295,7 +297,7 @@ def law_rows(la: Ladder, targets, ladder_runs, tag: str, sigma_seed, rng) -> lis
                     "error": naive.relative_error(prediction, t["final_val_loss"]),
                     "sigma_residual": sigma_r,
                     "sigma_seed": sigma_seed,
-                    "intervals": intervals(samples, prediction, sigma, rng),
+                    "intervals": intervals(samples, sigmas, rng),
                 }
             )
     return rows
@@ -358,15 +360,15 @@ def evaluate(ladders: list[Ladder], size: str) -> list[dict]:
 def table(rows: list[dict], corpora: list[str]) -> str:
     names = list(dict.fromkeys(r["method"] for r in rows))
     head = "| method | " + " | ".join(f"{c} mean" for c in corpora) + " | mean | worst |"
-    head += " 95% bootstrap: coverage, median half-width | with run noise |"
-    lines = [head, "|" + "---|" * (len(corpora) + 5)]
+    head += "".join(f" 95% {kind}: coverage, median half-width |" for kind in INTERVALS)
+    lines = [head, "|" + "---|" * (len(corpora) + 3 + len(INTERVALS))]
     for name in names:
         mine = [r for r in rows if r["method"] == name]
         per = [np.mean([r["error"] for r in mine if r["corpus"] == c]) for c in corpora]
         errors = [r["error"] for r in mine]
         cells = [f"{100 * e:.2f}%" for e in per]
         cells += [f"{100 * np.mean(errors):.2f}%", f"{100 * max(errors):.2f}%"]
-        for kind in ("bootstrap", "noise"):
+        for kind in INTERVALS:
             cells.append(coverage_cell(mine, kind))
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)

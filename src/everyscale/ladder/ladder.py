@@ -37,7 +37,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from everyscale.ladder import naive
+from everyscale.ladder import naive, noise
 from everyscale.ladder.plan import LadderPlan, RunSpec
 from everyscale.train.checkpoint import atomic_write_json
 
@@ -522,9 +522,15 @@ def fit_and_predict(points_path: Path, plan: LadderPlan, ladder: list[dict], tar
         entry = {"prediction": float(fit.predict(**inputs))}
         if plan.bootstrap:
             lo, hi = fit.interval(**inputs)
-            entry["interval"] = [float(lo), float(hi)]
+            entry["interval_bootstrap"] = [float(lo), float(hi)]
         else:
-            entry["interval"] = [entry["prediction"], entry["prediction"]]
+            entry["interval_bootstrap"] = [entry["prediction"], entry["prediction"]]
+        # The interval of a new run: the bootstrap's spread and the run's own noise.
+        entry["sigma_residual"] = noise.residual_sigma(fit, points)
+        lo, hi = noise.noisy_interval(
+            fit, entry["sigma_residual"], INTERVAL_LEVEL, plan.seed, **inputs
+        )
+        entry["interval"] = [lo, hi]
         predictions[law] = entry
     primary = predictions[PRIMARY_LAW]
     return {
@@ -532,7 +538,10 @@ def fit_and_predict(points_path: Path, plan: LadderPlan, ladder: list[dict], tar
         "target": target,
         "prediction": primary["prediction"],
         "interval": primary["interval"],
+        "interval_bootstrap": primary["interval_bootstrap"],
         "interval_level": INTERVAL_LEVEL,
+        "interval_model": "bootstrap fits x log-normal noise of the residuals' spread "
+        "(everyscale.ladder.noise)",
         "predictions": predictions,
         "naive": naive.naive_predictions(
             [r["C"] for r in ladder], [r["final_val_loss"] for r in ladder], target["C"]

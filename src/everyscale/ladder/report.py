@@ -198,7 +198,15 @@ def render_markdown(plan: LadderPlan, result: dict) -> str:
             f"{result.get('written_at', '?')}.",
             "",
             f"`{result['law']}` predicts **{result['prediction']:.4f}**, "
-            f"{result.get('interval_level', 0.95):.0%} interval [{lo:.4f}, {hi:.4f}].",
+            f"{result.get('interval_level', 0.95):.0%} interval [{lo:.4f}, {hi:.4f}] (the "
+            "bootstrap's spread and a new run's own noise, from the fit's residuals; the "
+            "bootstrap alone: "
+            + (
+                "[{:.4f}, {:.4f}])".format(*result["interval_bootstrap"])
+                if "interval_bootstrap" in result
+                else "-)"
+            )
+            + ".",
             "",
         ]
     if "actual" in result:
