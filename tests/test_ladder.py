@@ -595,3 +595,19 @@ def test_branches_train_at_most_three_quarters_of_the_tokens(budget):
     assert tokens["ratio"] <= 0.75  # three doubling budgets, a 30% cooldown: 0.7
     alone = ladder_tokens(dataclasses.replace(plan, branches=False))
     assert alone["trained"] == alone["alone"] == tokens["alone"]
+
+
+def test_resume_accepts_a_plan_json_written_before_an_option_existed(tmp_path):
+    from everyscale.ladder import run_ladder
+
+    plan = make_plan("tiny", lr_grid=(2.0**-12, 2.0**-11, 2.0**-10), bootstrap=0)
+    run_ladder(plan, tmp_path, progress=False, workers=1, train_fn=fake_train)
+    saved = json.loads((tmp_path / "plan.json").read_text())
+    for name in ("branches", "cooldown_shape"):  # options added later, at their defaults
+        del saved[name]
+    (tmp_path / "plan.json").write_text(json.dumps(saved))
+    again = run_ladder(plan, tmp_path, resume=True, progress=False, workers=1, train_fn=fake_train)
+    assert all(r["reused"] for r in again["runs"])
+    other = dataclasses.replace(plan, cooldown_shape="sqrt")
+    with pytest.raises(ValueError, match="cooldown_shape"):
+        run_ladder(other, tmp_path, resume=True, progress=False, workers=1, train_fn=fake_train)
