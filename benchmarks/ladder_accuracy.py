@@ -35,6 +35,7 @@ import argparse
 import concurrent.futures
 import dataclasses
 import hashlib
+import json
 import math
 import multiprocessing
 import sysconfig
@@ -151,13 +152,22 @@ def target_specs(size: str, lr: float) -> list[RunSpec]:
     ]
 
 
-def train_phase(pool, jobs: list[tuple[Ladder, RunSpec, object]]) -> None:
-    """Train (or reuse) every (ladder, spec, train_fn) job; records go into ladder.runs."""
+def _finished(ladder: Ladder, spec: RunSpec) -> bool:
+    path = ladder.out / "runs" / spec.name / "summary.json"
+    return path.exists() and json.loads(path.read_text()).get("status") == "completed"
+
+
+def train_phase(pool, jobs: list[tuple[Ladder, RunSpec, object]], reuse_only: bool) -> None:
+    """Train (or reuse) every (ladder, spec, train_fn) job; records go into ladder.runs.
+    ``reuse_only``: only the finished runs are read back (the rest are left out)."""
     futures = {}
     for ladder, spec, fn in jobs:
+        if reuse_only and not _finished(ladder, spec):
+            continue
         (ladder.out / "runs").mkdir(parents=True, exist_ok=True)
         args = (spec, ladder.plan, ladder.out, True, fn)
-        futures[pool.submit(execute_run, *args) if pool else _now(execute_run, *args)] = ladder
+        submit = pool is not None and not reuse_only
+        futures[pool.submit(execute_run, *args) if submit else _now(execute_run, *args)] = ladder
     for future in concurrent.futures.as_completed(futures):
         record = future.result()
         futures[future].runs[record["name"]] = record
@@ -175,30 +185,38 @@ def _now(fn, *args) -> concurrent.futures.Future:
     return future
 
 
-def train_all(ladders: list[Ladder], size: str, workers: int) -> None:
+def train_all(ladders: list[Ladder], size: str, workers: int, reuse_only: bool = False) -> None:
     context = multiprocessing.get_context("spawn")
     pool = (
         concurrent.futures.ProcessPoolExecutor(max_workers=workers, mp_context=context)
-        if workers > 1
+        if workers > 1 and not reuse_only
         else None
     )
     try:
         print("sweep", flush=True)
-        train_phase(pool, [(la, s, train_run) for la in ladders for s in la.plan.sweep_runs()])
+        train_phase(
+            pool, [(la, s, train_run) for la in ladders for s in la.plan.sweep_runs()], reuse_only
+        )
         for la in ladders:
             la.lr, _ = choose_lr([la.runs[s.name] for s in la.plan.sweep_runs()])
         trunks = {la.label: split_trunks(la.plan.ladder_runs(la.lr), la.plan) for la in ladders}
         print("trunks", flush=True)
-        train_phase(pool, [(la, s, train_trunk_run) for la in ladders for s in trunks[la.label][0]])
+        train_phase(
+            pool,
+            [(la, s, train_trunk_run) for la in ladders for s in trunks[la.label][0]],
+            reuse_only,
+        )
         print("branches and held-out targets", flush=True)
         jobs = [(la, s, train_branch_run) for la in ladders for s in trunks[la.label][1]]
         jobs += [(la, s, train_run) for la in ladders for s in target_specs(size, la.lr)]
-        train_phase(pool, jobs)
+        train_phase(pool, jobs, reuse_only)
     finally:
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
     for la in ladders:
         bad = [r["name"] for r in la.runs.values() if r["status"] != "ok" and r["stage"] != "sweep"]
+        if reuse_only:
+            continue
         if bad:
             raise SystemExit(f"{la.label}: runs {bad} diverged; lower the sweep's grid")
 
@@ -342,8 +360,10 @@ def evaluate(ladders: list[Ladder], size: str) -> list[dict]:
     rows = []
     rng = np.random.default_rng(0)
     for la in ladders:
+        if any(s.name not in la.runs for s in la.plan.ladder_runs(la.lr)):
+            continue  # --reuse-only before the ladder stage finished
         ladder_runs = [la.runs[s.name] for s in la.plan.ladder_runs(la.lr)]
-        targets = [la.runs[s.name] for s in target_specs(size, la.lr)]
+        targets = [la.runs[s.name] for s in target_specs(size, la.lr) if s.name in la.runs]
         sigma_seed = seed_sigma(ladders, la.corpus)
         rows += law_rows(la, targets, ladder_runs, "", sigma_seed, rng)
         if sigma_seed is not None:  # the seeds' mean ladder (two runs per point)
@@ -400,6 +420,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--corpora", default="stdlib,shakespeare,docs")
     parser.add_argument("--seeds", default="0,1")
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument(
+        "--reuse-only",
+        action="store_true",
+        help="train nothing: score the finished runs only (e.g. while a benchmark runs)",
+    )
     parser.add_argument("--markdown", help="write the table to this file")
     parser.add_argument("--json", help="write every prediction to this file")
     args = parser.parse_args(argv)
@@ -412,7 +437,7 @@ def main(argv: list[str] | None = None) -> int:
     if "docs" in corpora:
         data = docs_corpus(out).read_bytes()
         print(f"docs corpus: {len(data):,} bytes, sha256 {hashlib.sha256(data).hexdigest()[:16]}")
-    train_all(ladders, args.size, args.workers)
+    train_all(ladders, args.size, args.workers, args.reuse_only)
     wall = time.time() - started
     rows = evaluate(ladders, args.size)
     trained_cpu = sum(
