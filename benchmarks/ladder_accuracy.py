@@ -236,7 +236,9 @@ LAWS = ("chinchilla", "overtrain")
 
 
 def methods() -> list[tuple[str, str, str]]:
-    return [(f"{law}/{count}", law, count) for law in LAWS for count in COUNTINGS]
+    found = [(f"{law}/{count}", law, count) for law in LAWS for count in COUNTINGS]
+    # One exponent for N and D (Hoffmann et al. 2022 found alpha ~ beta): 4 parameters.
+    return [*found, ("chinchilla-tied/nonemb", "chinchilla", "nonemb")]
 
 
 def ladder_points(runs: list[dict], count: str) -> list[dict]:
@@ -247,10 +249,11 @@ def ladder_points(runs: list[dict], count: str) -> list[dict]:
     ]
 
 
-def fit_law(points: list[dict], law: str, seed: int):
+def fit_law(points: list[dict], law: str, seed: int, tied: bool = False):
     from everyscale import laws
 
-    return laws.fit(points, law=law, bootstrap=BOOTSTRAP, seed=seed, level=LEVEL)
+    tie = {"beta": "alpha"} if tied else None
+    return laws.fit(points, law=law, bootstrap=BOOTSTRAP, seed=seed, level=LEVEL, tie=tie)
 
 
 def seed_sigma(ladders: list[Ladder], corpus: str) -> float | None:
@@ -301,7 +304,7 @@ def law_rows(la: Ladder, targets, ladder_runs, tag: str, sigma_seed, rng) -> lis
     rows = []
     for name, law, count in methods():
         points = ladder_points(ladder_runs, count)
-        fit = fit_law(points, law, la.seed)
+        fit = fit_law(points, law, la.seed, tied=name.startswith("chinchilla-tied"))
         sigma_r = residual_sigma(fit, {k: [p[k] for p in points] for k in ("N", "D", "loss")})
         sigmas = {"residual": sigma_r, "residual+seed": math.hypot(sigma_r, sigma_seed or 0.0)}
         for t in targets:
