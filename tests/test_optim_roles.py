@@ -215,11 +215,12 @@ def test_describe_prints_and_returns_the_table(capsys):
         "lr",
         "effective",
         "lr",
+        "state",
     ]
     head = next(line for line in lines if line.startswith("head.weight"))
-    # effective lr = lr * radius * (1/d_in) = 0.01 * 3000 / 16
+    # effective lr = lr * radius * (1/d_in) = 0.01 * 3000 / 16; state: the momentum buffer
     assert head.split() == ["head.weight", "32x16", "output", "sign(1/d_in)", "3000",
-                            "constrained", "0.01", "1.875"]  # fmt: skip
+                            "constrained", "0.01", "1.875", "2.0", "KiB"]  # fmt: skip
     assert lines[2].startswith("embed.weight")  # rows in model order
     assert "colnorm(T)" in lines[2]
 

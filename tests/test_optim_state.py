@@ -46,6 +46,9 @@ PRESETS = [
     ("adamw", {"weight_decay": 0.1}),
     ("sgd", {"momentum": 0.9, "nesterov": True}),
     ("lion", {}),
+    ("shampoo", {"precondition_every": 2}),
+    ("soap", {"precondition_every": 2}),
+    ("normuon", {}),
 ]
 
 
@@ -128,7 +131,7 @@ def test_state_dict_stores_norms_as_plain_data():
     norms = {(g["norm"], repr(g["norm_kwargs"])) for g in state["param_groups"]}
     assert ("sign", "{'normalized': True}") in norms
     assert all(isinstance(g["norm"], str) for g in state["param_groups"])
-    assert state["everyscale"] == {"steps": 0, "skipped_steps": 0}
+    assert state["everyscale"] == {"steps": 0, "skipped_steps": 0, "preconditioner_fallbacks": 0}
 
 
 def test_skip_count_survives_state_dict(tmp_path):

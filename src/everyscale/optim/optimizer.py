@@ -49,6 +49,7 @@ and resuming continues bit for bit.
 from __future__ import annotations
 
 import math
+import warnings
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -56,6 +57,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from everyscale.optim.adaptive import AdaptiveGeometry
 from everyscale.optim.layouts import Layout
 from everyscale.optim.norms import Adam, Identity, Norm, adam_denominator, get_norm
 
@@ -160,7 +162,8 @@ class NormOptimizer(torch.optim.Optimizer):
             "foreach": foreach,
             "layout": layout,
         }
-        self._counters = {"steps": 0, "skipped_steps": 0}
+        self._counters = {"steps": 0, "skipped_steps": 0, "preconditioner_fallbacks": 0}
+        self._warned_fallback = False
         #: ``lmo_hook(optimizer, group, norm, params, directions, foreach) -> list[Tensor]``,
         #: when set, computes a group's base LMOs in place of ``group_base_lmos``
         #: (``everyscale.dist`` installs one: an owner rank computes each polar factor, through
@@ -250,6 +253,8 @@ class NormOptimizer(torch.optim.Optimizer):
                 f"weight_decay=0, or use step='unconstrained' with "
                 f"weight_decay={group['weight_decay']}"
             )
+        if isinstance(norm, AdaptiveGeometry):
+            self._check_adaptive_group(group, norm, where)
         if isinstance(norm, Adam) and group["step"] != "sharp":
             raise ValueError(
                 f"{where}: the adam geometry has no fixed ball; use step='sharp' (got "
@@ -268,6 +273,25 @@ class NormOptimizer(torch.optim.Optimizer):
                 norm.check(layout.matrix_shape(p.shape)[1:], name)
             else:
                 norm.check(p.shape, name)
+
+    @staticmethod
+    def _check_adaptive_group(group: dict[str, Any], norm: AdaptiveGeometry, where: str) -> None:
+        """A learned geometry takes its own step: W <- (1 - lr wd) W - lr u (decoupled)."""
+        if group["step"] != "sharp":
+            raise ValueError(
+                f"{where}: the {norm.name} geometry computes its own step; use step='sharp' "
+                f"(got step={group['step']!r})"
+            )
+        if group["weight_decay"] and group["weight_decay_style"] != "decoupled":
+            raise ValueError(
+                f"{where}: the {norm.name} geometry uses decoupled weight decay; set "
+                f"weight_decay_style='decoupled'"
+            )
+        if group["momentum_style"] != "ema":
+            raise ValueError(
+                f"{where}: the {norm.name} geometry keeps an EMA first moment; set "
+                f"momentum_style='ema' (got {group['momentum_style']!r})"
+            )
 
     def _norm_of(self, group: dict[str, Any]) -> Norm:
         """The group's ``Norm``, rebuilt from its plain-data description (cached)."""
@@ -306,6 +330,12 @@ class NormOptimizer(torch.optim.Optimizer):
         return self._counters["steps"]
 
     @property
+    def preconditioner_fallbacks(self) -> int:
+        """Matrices whose preconditioner failed to decompose (Shampoo, SOAP) and that took
+        the fallback step instead (see ``shampoo.py``, ``soap.py``)."""
+        return self._counters.get("preconditioner_fallbacks", 0)
+
+    @property
     def skipped_steps(self) -> int:
         """How many steps were skipped for a non-finite gradient (``nonfinite="skip"``)."""
         return self._counters["skipped_steps"]
@@ -319,9 +349,25 @@ class NormOptimizer(torch.optim.Optimizer):
         state_dict = dict(state_dict)
         counters = state_dict.pop("everyscale", None)
         super().load_state_dict(state_dict)
+        self._keep_saved_dtypes(state_dict)
         self._norm_cache.clear()
         if counters is not None:
-            self._counters = {k: int(v) for k, v in counters.items()}
+            self._counters.update({k: int(v) for k, v in counters.items()})
+
+    def _keep_saved_dtypes(self, state_dict: dict[str, Any]) -> None:
+        """Undo torch's cast of every state tensor to its parameter's dtype.
+
+        ``torch.optim.Optimizer.load_state_dict`` converts each floating-point state tensor
+        to the parameter's dtype. The learned geometries keep float32 factors for bfloat16
+        weights and boolean flags; those are reloaded as they were saved, so that resuming
+        continues bit for bit.
+        """
+        saved = [i for group in state_dict["param_groups"] for i in group["params"]]
+        params = [p for group in self.param_groups for p in group["params"]]
+        for saved_id, p in zip(saved, params):
+            for key, value in state_dict["state"].get(saved_id, {}).items():
+                if key != "step" and isinstance(value, Tensor) and value.dtype != p.dtype:
+                    self.state[p][key] = value.to(device=p.device, copy=True)
 
     # ---------------------------------------------------------------- the step
     @torch.no_grad()
@@ -362,7 +408,9 @@ class NormOptimizer(torch.optim.Optimizer):
                 foreach = getattr(norm, "batchable", False) or all(
                     p.device.type != "cpu" for p in params
                 )
-            if isinstance(norm, Adam):
+            if isinstance(norm, AdaptiveGeometry):
+                self._adaptive(group, norm, params, grads, foreach)
+            elif isinstance(norm, Adam):
                 (self._adam_foreach if foreach else self._adam_single)(group, params, grads)
             else:
                 self._template(group, norm, params, grads, foreach)
@@ -579,6 +627,37 @@ class NormOptimizer(torch.optim.Optimizer):
             return
         for p, u, a in zip(params, updates, alphas):
             p.add_(u, alpha=a)
+
+    # .................................................................. learned geometries
+    def _adaptive(
+        self,
+        group: dict[str, Any],
+        norm: AdaptiveGeometry,
+        params: list[Tensor],
+        grads: list[Tensor],
+        foreach: bool,
+    ) -> None:
+        """Shampoo, SOAP, NorMuon: the geometry's kernel; fallbacks counted, warned once."""
+        states = [self.state[p] for p in params]
+        layout = self.layout_of(group)
+        fallbacks = norm.update_(params, grads, states, group, layout, batched=foreach)
+        if not any(fallbacks):
+            return
+        self._counters["preconditioner_fallbacks"] += sum(fallbacks)
+        if not self._warned_fallback:
+            self._warned_fallback = True
+            gi = self.param_groups.index(group)
+            index = next(i for i, n in enumerate(fallbacks) if n)
+            position = next(j for j, q in enumerate(group["params"]) if q is params[index])
+            where = self._param_name(group, gi, position)
+            warnings.warn(
+                f"{where}: the {norm.name} preconditioner could not be decomposed (non-finite "
+                f"factors or eigh did not converge) at step {self._counters['steps']}; that "
+                f"matrix takes the fallback step until its next refresh. Counted in "
+                f"optimizer.preconditioner_fallbacks; this warning is shown once",
+                RuntimeWarning,
+                stacklevel=3,
+            )
 
     # .................................................................. adam geometry
     def _adam_state(self, p: Tensor) -> dict[str, Tensor]:

@@ -47,6 +47,20 @@ weight decay ``wd`` and momentum buffer ``d`` (zero at the start unless said oth
     the same norms and momentum; ``W <- (1 - lr wd) W + lr min(rho, ||d||_*) lmo(d)`` with
     ``||d||_* = -<d, lmo(d)>``: steepest descent ``W - lr d#`` while ``||d||_* <= rho``,
     ``uscion`` above it.
+``shampoo`` (Gupta et al. 2018; grafting as Shi et al. 2023), hidden matrices
+    ``L, R`` EMAs of ``G G^T``, ``G^T G``; every ``precondition_every`` steps
+    ``P_L = (L_hat + eps I)^{-1/4}``, ``P_R`` alike (``eigh``); ``D = P_L M_hat P_R`` rescaled to
+    the norm of Adam's step; ``W <- (1 - lr wd) W - lr D`` (``shampoo.py``).
+``soap`` (Vyas et al. 2024), hidden matrices
+    Adam on ``G' = Q_L^T G Q_R`` in the eigenbasis of Shampoo's factors (refreshed every
+    ``precondition_every`` steps by one power iteration and QR);
+    ``W <- (1 - lr wd) W - lr Q_L (M' / (sqrt(V) + eps)) Q_R^T`` with Adam's bias corrections
+    (``soap.py``).
+``normuon`` (Li et al. 2025), hidden matrices
+    ``O = NS_5(M)``; ``v <- beta2 v + (1 - beta2) mean_j O_ij^2`` per row;
+    ``W <- (1 - lr wd) W - lr 0.2 sqrt(mn) O_hat / ||O_hat||_F`` with ``O_hat = O / (sqrt(v) +
+    eps)`` (``normuon.py``). In these three presets every other tensor takes AdamW at
+    ``rest_lr``.
 
 Scion's role norms [S, Rec. 3.1]: input = ColNorm on the transposed ``(vocab, d)`` storage for
 an ``nn.Embedding``, ``spectral(max1)`` for a linear input layer, ``spectral_conv`` for a conv
@@ -106,6 +120,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from everyscale.optim.adaptive import AdaptiveGeometry, stack_shape
 from everyscale.optim.layouts import layout_of, unreadable_message
 from everyscale.optim.norms import Adam
 from everyscale.optim.optimizer import NormOptimizer, _check_nonnegative
@@ -120,7 +135,7 @@ from everyscale.optim.registry import (
 )
 from everyscale.optim.roles import Role, assign_roles
 
-__all__ = ["DEFAULT_LR", "PRESETS", "describe", "describe_optimizer", "optimizer"]
+__all__ = ["DEFAULT_LR", "PRESETS", "describe", "describe_optimizer", "optimizer", "state_bytes"]
 
 #: Scion's output radius relative to the hidden radius (3000 / 50 in the nanoGPT config)
 SCION_OUTPUT_RATIO = 60.0
@@ -372,6 +387,105 @@ for _spec in _BUILTINS:
     register_preset(_spec, replace=True)
 
 
+# ------------------------------------------------ geometries learned online (issue 14)
+# shampoo.py, soap.py, normuon.py hold the algorithms; here only what each preset gives a
+# parameter: hidden matrices (2-D, expert stacks, kernels) learn the geometry, every other
+# tensor (embedding, head, norm gains, biases) takes AdamW at rest_lr.
+@dataclass(frozen=True)
+class ShampooOptions:
+    momentum: float = 0.9  # beta1 of the filtered gradient
+    beta2: float | None = 0.999  # factor EMA; None: Gupta et al.'s sums
+    epsilon: float = 1e-12
+    precondition_every: int = 10
+    grafting: str = "adam"  # "adam", "sgd" or "none"
+    graft_beta2: float = 0.999
+    graft_eps: float = 1e-8
+    weight_decay: float = 0.0
+    rest_lr: float | None = None
+    rest_weight_decay: float | None = None
+
+
+@dataclass(frozen=True)
+class SoapOptions:
+    betas: tuple[float, float] = (0.95, 0.95)
+    eps: float = 1e-8
+    weight_decay: float = 0.01
+    shampoo_beta: float | None = None  # factor EMA; None: betas[1]
+    precondition_every: int = 10
+    max_precondition_dim: int = 10_000
+    rest_lr: float | None = None
+    rest_weight_decay: float | None = None
+
+
+@dataclass(frozen=True)
+class NorMuonOptions:
+    momentum: float = 0.95
+    nesterov: bool = False
+    beta2: float = 0.95
+    eps: float = 1e-8
+    weight_decay: float = 0.1
+    ns_steps: int = 5
+    ns_method: str = "newton_schulz"
+    ns_dtype: str | None = None
+    rest_lr: float | None = None
+    rest_weight_decay: float | None = None
+
+
+def _learned_geometry(o: ShampooOptions | SoapOptions | NorMuonOptions) -> dict[str, Any]:
+    """The param-group settings of a hidden matrix under a learned-geometry preset."""
+    if isinstance(o, ShampooOptions):
+        keys = ("beta2", "epsilon", "precondition_every", "grafting", "graft_beta2", "graft_eps")
+        return {"norm": "shampoo", "norm_kwargs": {k: getattr(o, k) for k in keys},
+                "momentum": o.momentum}  # fmt: skip
+    if isinstance(o, SoapOptions):
+        keys = ("shampoo_beta", "precondition_every", "max_precondition_dim")
+        return {"norm": "soap", "norm_kwargs": {k: getattr(o, k) for k in keys},
+                "betas": o.betas, "eps": o.eps}  # fmt: skip
+    polar = {"method": o.ns_method, "steps": o.ns_steps, "dtype": o.ns_dtype}
+    return {"norm": "normuon", "norm_kwargs": {"beta2": o.beta2, "eps": o.eps, **polar},
+            "momentum": o.momentum, "nesterov": o.nesterov}  # fmt: skip
+
+
+def _learned(lr: float, o: Any, info: ParamInfo) -> dict[str, Any]:
+    if info.role == Role.HIDDEN and info.kind in ("matrix", "conv"):
+        return {**_learned_geometry(o), "step": "sharp", "weight_decay": o.weight_decay}
+    wd = o.weight_decay if o.rest_weight_decay is None else o.rest_weight_decay
+    rest: dict[str, Any] = {"weight_decay": wd}
+    if isinstance(o, SoapOptions):  # the reference SOAP runs Adam with its betas on vectors
+        rest.update(betas=o.betas, eps=o.eps)
+    elif isinstance(o, ShampooOptions):  # Distributed Shampoo: the Adam graft alone
+        rest.update(betas=(o.momentum, o.graft_beta2), eps=o.graft_eps)
+    settings = _adamw(lr, preset_options("adamw", rest), info)
+    settings["lr"] = lr if o.rest_lr is None else o.rest_lr
+    return settings
+
+
+def _check_learned(o: Any) -> None:
+    """Build the geometry once so that a bad option is named before any step."""
+    from everyscale.optim.norms import get_norm
+
+    geometry = _learned_geometry(o)
+    get_norm(geometry["norm"], **geometry["norm_kwargs"])
+
+
+_LEARNED_ROLES = {"hidden": "", "input": "adam (rest_lr)", "output": "adam (rest_lr)",
+                  "tied": "adam (rest_lr)", "vector": "adam (rest_lr)"}  # fmt: skip
+_LEARNED = (
+    PresetSpec("shampoo", 1e-3, "normalized", ShampooOptions, _learned,
+               {**_LEARNED_ROLES, "hidden": "shampoo (grafted)"}, uses_roles=True,
+               reads_matrices=True, check=_check_learned,
+               summary="Gupta et al. 2018, grafted as Shi et al. 2023"),
+    PresetSpec("soap", 3e-3, "normalized", SoapOptions, _learned,
+               {**_LEARNED_ROLES, "hidden": "soap"}, uses_roles=True, reads_matrices=True,
+               check=_check_learned, summary="Vyas et al. 2024"),
+    PresetSpec("normuon", 1e-3, "normalized", NorMuonOptions, _learned,
+               {**_LEARNED_ROLES, "hidden": "normuon"}, uses_roles=True, reads_matrices=True,
+               check=_check_learned, summary="Li et al. 2025"),
+)  # fmt: skip
+for _spec in _LEARNED:
+    register_preset(_spec, replace=True)
+
+
 def _kind(p: torch.Tensor) -> str:
     """What a tensor given without its module is: a vector, a matrix or a kernel."""
     if p.ndim <= 1:
@@ -546,7 +660,8 @@ def describe_optimizer(opt: NormOptimizer, order: list[str] | None = None) -> st
     A ``matrices`` column appears when some parameter is read as several logical matrices or
     as a transposed storage (its layout): e.g. ``3x128x128 q,k,v T`` for GPT-2's ``c_attn``.
     """
-    header = ("name", "shape", "role", "norm", "radius", "step", "lr", "effective lr")
+    header = ("name", "shape", "role", "norm", "radius", "step", "lr", "effective lr", "state")
+    state_total = 0
     with_layouts = any(opt.layout_of(g) is not None for g in opt.param_groups)
     if with_layouts:
         header += ("matrices",)
@@ -570,7 +685,9 @@ def describe_optimizer(opt: NormOptimizer, order: list[str] | None = None) -> st
                 group["step"],
                 _lr_label(group["lr"]),
                 f"{_effective_lr(group, opt, p.shape):.4g}",
+                _bytes_label(state_bytes(opt, group, p)),
             )
+            state_total += state_bytes(opt, group, p)
             if with_layouts:
                 row += (layout.describe(p.shape) if layout is not None else "-",)
             rows.append(row)
@@ -583,9 +700,36 @@ def describe_optimizer(opt: NormOptimizer, order: list[str] | None = None) -> st
     lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
     total = sum(p.numel() for g in opt.param_groups for p in g["params"])
     lines.append(
-        f"{len(rows)} parameter tensors, {total:,} entries, {len(opt.param_groups)} groups"
+        f"{len(rows)} parameter tensors, {total:,} entries, {len(opt.param_groups)} groups; "
+        f"optimizer state {_bytes_label(state_total)} ({state_total / max(total, 1):.1f} bytes "
+        "per parameter entry)"
     )
     return "\n".join(lines)
+
+
+def state_bytes(opt: NormOptimizer, group: dict[str, Any], p: torch.Tensor) -> int:
+    """Bytes of optimizer state ``p`` holds in ``group`` (once it has taken a step).
+
+    Learned geometries say it themselves, per logical matrix of the group's layout
+    (Shampoo's and SOAP's factors ``L, R`` and their roots or bases: ``2 (m^2 + n^2)`` float32
+    numbers per matrix, ``E`` times that for a stack of ``E`` experts); Adam holds two moments,
+    momentum one buffer.
+    """
+    norm = opt.norm_of(group)
+    if isinstance(norm, AdaptiveGeometry):
+        return norm.state_bytes(stack_shape(opt.layout_of(group), p.shape), p.dtype, group)
+    entry = p.numel() * p.element_size()
+    if isinstance(norm, Adam):
+        return 2 * entry
+    return entry if group["momentum"] > 0 or group["momentum_style"] == "lion" else 0
+
+
+def _bytes_label(count: float) -> str:
+    for unit in ("B", "KiB", "MiB"):
+        if count < 1024:
+            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
+        count /= 1024
+    return f"{count:.1f} GiB"
 
 
 def describe_notes(opt: NormOptimizer, preset: str, overrides: dict[str, Any]) -> list[str]:
@@ -622,7 +766,34 @@ def describe_notes(opt: NormOptimizer, preset: str, overrides: dict[str, Any]) -
                 "(rest_lr)"
             )
         notes.append(line)
+    if preset in _LEARNED_STATE:
+        notes.append(_learned_note(opt, preset))
     return [textwrap.fill(note, width=92, subsequent_indent="  ") for note in notes]
+
+
+_LEARNED_STATE = {
+    "shampoo": "factors L, R and their inverse 4th roots (2(m^2+n^2) float32 per matrix), the "
+    "filtered gradient and Adam graft's second moment (mn each)",
+    "soap": "factors L, R and their eigenbases (2(m^2+n^2) float32 per matrix), Adam's two "
+    "moments (2mn)",
+    "normuon": "momentum (mn) and one second moment per output row (m)",
+}
+
+
+def _learned_note(opt: NormOptimizer, preset: str) -> str:
+    """Which tensors learn the geometry, what their state holds, and its total size."""
+    learned, learned_bytes, rest = 0, 0, 0
+    for group in opt.param_groups:
+        if isinstance(opt.norm_of(group), AdaptiveGeometry):
+            learned += len(group["params"])
+            learned_bytes += sum(state_bytes(opt, group, p) for p in group["params"])
+        else:
+            rest += len(group["params"])
+    return (
+        f"{preset}: {learned} hidden matrices learn the geometry, state "
+        f"{_bytes_label(learned_bytes)}: {_LEARNED_STATE[preset]} (a stack of E experts holds "
+        f"E of each); the other {rest} tensors take AdamW at rest_lr"
+    )
 
 
 def _non_layer_note(model: nn.Module) -> list[str]:
