@@ -563,3 +563,51 @@ def test_resume_refuses_a_finished_run_trained_under_other_settings(tmp_path):
     (run_dir / "summary.json").write_text(json.dumps(summary))
     with pytest.raises(ValueError, match=r"other settings \(optimizer: "):
         run_ladder(plan, tmp_path, resume=True, progress=False, workers=1, train_fn=fake_train)
+
+
+def test_branched_ladder_runs_equal_the_runs_trained_alone(tiny_ladder, tmp_path):
+    """The tiny ladder trained its shorter budgets as cooldowns branched from each width's
+    trunk; one of them, trained alone by the engine, gives the same numbers bit for bit."""
+    from everyscale.ladder.ladder import optimizer_factory, optimizer_fingerprint, train_config
+    from everyscale.train import run
+
+    saved = json.loads((tiny_ladder / "ladder.json").read_text())
+    plan = LadderPlan.from_json(saved["plan"])
+    phases = {r["name"]: r.get("phase") for r in saved["runs"] if r["stage"] == "ladder"}
+    assert set(phases.values()) == {"trunk", "branch"}
+    spec = next(s for s in plan.ladder_runs(saved["lr"]["chosen"]) if phases[s.name] == "branch")
+    alone = run(
+        train_config(spec, plan, tmp_path / "alone", False),
+        optimizer_factory=optimizer_factory(spec, plan),
+        optimizer_fingerprint=optimizer_fingerprint(spec, plan),
+    )
+    branched = next(r for r in saved["runs"] if r["name"] == spec.name)
+    assert branched["final_val_loss"] == alone["final_val_loss"]
+    assert saved["ladder_tokens"]["trained"] < saved["ladder_tokens"]["alone"]
+
+
+@pytest.mark.parametrize("budget", ["small", "medium", "large"])
+def test_branches_train_at_most_three_quarters_of_the_tokens(budget):
+    from everyscale.ladder.ladder import ladder_tokens
+
+    plan = make_plan(budget, count_params=hand_count)
+    tokens = ladder_tokens(plan)
+    assert tokens["ratio"] <= 0.75  # three doubling budgets, a 30% cooldown: 0.7
+    alone = ladder_tokens(dataclasses.replace(plan, branches=False))
+    assert alone["trained"] == alone["alone"] == tokens["alone"]
+
+
+def test_resume_accepts_a_plan_json_written_before_an_option_existed(tmp_path):
+    from everyscale.ladder import run_ladder
+
+    plan = make_plan("tiny", lr_grid=(2.0**-12, 2.0**-11, 2.0**-10), bootstrap=0)
+    run_ladder(plan, tmp_path, progress=False, workers=1, train_fn=fake_train)
+    saved = json.loads((tmp_path / "plan.json").read_text())
+    for name in ("branches", "cooldown_shape"):  # options added later, at their defaults
+        del saved[name]
+    (tmp_path / "plan.json").write_text(json.dumps(saved))
+    again = run_ladder(plan, tmp_path, resume=True, progress=False, workers=1, train_fn=fake_train)
+    assert all(r["reused"] for r in again["runs"])
+    other = dataclasses.replace(plan, cooldown_shape="sqrt")
+    with pytest.raises(ValueError, match="cooldown_shape"):
+        run_ladder(other, tmp_path, resume=True, progress=False, workers=1, train_fn=fake_train)

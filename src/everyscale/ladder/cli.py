@@ -73,6 +73,20 @@ def register(subparsers) -> None:
         default=False,
         help="count the token embedding and output head in N (default: not, as Kaplan et al. 2020)",
     )
+    p.add_argument(
+        "--branches",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="train each width once to the largest budget and branch a cooldown per shorter "
+        "budget (Hägele et al. 2024; the same runs, ~0.7x the tokens); --no-branches trains "
+        "every run alone (default: branches)",
+    )
+    p.add_argument(
+        "--cooldown-shape",
+        choices=("linear", "sqrt"),
+        default="linear",
+        help="shape of the WSD cooldown: linear or sqrt (1 - sqrt, Hägele et al. 2024)",
+    )
     p.add_argument("--out", default="runs/ladder", help="output folder (default runs/ladder)")
     p.add_argument(
         "--resume",
@@ -111,6 +125,8 @@ def main(args: argparse.Namespace) -> int:
         bootstrap=args.bootstrap,
         seed=args.seed,
         embeddings=args.embeddings,
+        branches=args.branches,
+        cooldown_shape=args.cooldown_shape,
     )
     result = run_ladder(
         plan, args.out, resume=args.resume, progress=not args.quiet, workers=args.workers
@@ -121,6 +137,11 @@ def main(args: argparse.Namespace) -> int:
         f"[{result['interval'][0]:.4f}, {result['interval'][1]:.4f}]: relative error "
         f"{100 * result['relative_error']:.2f}%, "
         f"{'inside' if result['inside_interval'] else 'outside'} the interval"
+    )
+    tokens = result["ladder_tokens"]
+    print(
+        f"ladder stage: {tokens['trained']:,} tokens trained ({tokens['ratio']:.3f}x the "
+        f"{tokens['alone']:,} of training every run alone)"
     )
     for name, entry in result["naive"].items():
         print(

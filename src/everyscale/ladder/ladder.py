@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import csv
+import dataclasses
 import io
 import json
 import math
@@ -37,7 +38,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from everyscale.ladder import naive
+from everyscale.ladder import naive, noise
 from everyscale.ladder.plan import LadderPlan, RunSpec
 from everyscale.train.checkpoint import atomic_write_json, atomic_write_text
 
@@ -116,10 +117,18 @@ def _run_stages(
         context = multiprocessing.get_context("spawn")
         pool = concurrent.futures.ProcessPoolExecutor(max_workers=workers, mp_context=context)
 
-    def train(stage_specs: list[RunSpec], *, may_diverge: bool) -> list[dict]:
+    def train(
+        stage_specs: list[RunSpec],
+        *,
+        may_diverge: bool,
+        fn: TrainFn = train_fn,
+        phase: str | None = None,
+    ) -> list[dict]:
         """Train a stage's runs (in parallel when there is a pool); records in spec order."""
-        bar.set_postfix_str(f"{stage_specs[0].stage}: {len(stage_specs)} runs")
-        args = [(spec, plan, out, resume, train_fn) for spec in stage_specs]
+        if not stage_specs:
+            return []
+        bar.set_postfix_str(f"{phase or stage_specs[0].stage}: {len(stage_specs)} runs")
+        args = [(spec, plan, out, resume, fn) for spec in stage_specs]
         records: dict[str, dict] = {}
         if pool is None or len(stage_specs) == 1:
             completed = (execute_run(*a) for a in args)
@@ -127,6 +136,8 @@ def _run_stages(
             futures = [pool.submit(execute_run, *a) for a in args]
             completed = (f.result() for f in concurrent.futures.as_completed(futures))
         for record in completed:
+            if phase is not None:
+                record["phase"] = phase
             records[record["name"]] = record
             bar.update(round(_run_cost(plan, _spec_of(stage_specs, record["name"])), 1))
             if record["status"] == "diverged" and not may_diverge:
@@ -148,8 +159,16 @@ def _run_stages(
         lr, lr_note = choose_lr(sweep)
         result["lr"] = {"chosen": lr, "note": lr_note, "grid": list(plan.lr_grid)}
 
-        # 2. transfer: the ladder with the chosen learning rate.
-        ladder = train(plan.ladder_runs(lr), may_diverge=False)
+        # 2. transfer: the ladder with the chosen learning rate (trunks, then their branches).
+        if plan.branches and train_fn is train_run:
+            trunks, shorter = split_trunks(plan.ladder_runs(lr), plan)
+            done = train(trunks, may_diverge=False, fn=train_trunk_run, phase="trunk")
+            done += train(shorter, may_diverge=False, fn=train_branch_run, phase="branch")
+            by_name = {r["name"]: r for r in done}
+            ladder = [by_name[spec.name] for spec in plan.ladder_runs(lr)]
+        else:
+            ladder = train(plan.ladder_runs(lr), may_diverge=False)
+        result["ladder_tokens"] = ladder_tokens(plan)
 
         # 3-4. fit and predict, written down before the held-out model is trained.
         target_spec = plan.target_run(lr)
@@ -200,10 +219,11 @@ def idle_wall_estimate(result: dict, workers: int) -> float | None:
     if not runs or any(r.get("cpu_seconds") is None for r in runs if r["status"] == "ok"):
         return None
     total = result.get("fit_cpu_seconds", 0.0)
-    for stage in ("sweep", "ladder", "target"):
+    for stage in ("sweep", "trunk", "branch", "ladder", "target"):  # one after another
         loads = [0.0] * workers
         for cpu in sorted(
-            (r.get("cpu_seconds") or 0.0 for r in runs if r["stage"] == stage), reverse=True
+            (r.get("cpu_seconds") or 0.0 for r in runs if r.get("phase", r["stage"]) == stage),
+            reverse=True,
         ):
             loads[loads.index(min(loads))] += cpu
         total += max(loads)
@@ -218,9 +238,77 @@ def _spec_of(specs: list[RunSpec], name: str) -> RunSpec:
 
 
 def _run_cost(plan: LadderPlan, spec: RunSpec) -> float:
-    """A run's relative cost for the progress bar: tokens x (width^2 + a per-token overhead)."""
+    """A run's relative cost for the progress bar: tokens trained x (width^2 + a per-token
+    overhead); a branch trains its cooldown only."""
     overhead = 64**2  # embedding, head and Python overhead dominate the smallest models
-    return spec.tokens * (spec.width**2 + overhead) / (min(plan.tokens) * min(plan.widths) ** 2)
+    tokens = spec.tokens
+    if spec.stage == "ladder" and plan.branches and spec.tokens != max(plan.tokens):
+        tokens = branch_tokens(plan, spec.tokens)
+    return tokens * (spec.width**2 + overhead) / (min(plan.tokens) * min(plan.widths) ** 2)
+
+
+# ----------------------------------------------------------------------------- WSD branches
+
+
+def split_trunks(specs: list[RunSpec], plan: LadderPlan) -> tuple[list[RunSpec], list[RunSpec]]:
+    """The ladder's trunks (each width's largest budget, widest first: the longest runs start
+    first) and the branches of their shorter budgets."""
+    trunks = [s for s in specs if s.name == plan.trunk_of(s.width)]
+    branches = [s for s in specs if s.name != plan.trunk_of(s.width)]
+    return sorted(trunks, key=lambda s: -s.width), branches
+
+
+def branch_tokens(plan: LadderPlan, tokens: int) -> int:
+    """The tokens a branch trains: its cooldown, from its trunk's snapshot to its end."""
+    from everyscale.train.extend import cooldown_start
+
+    config = train_config(RunSpec("", "ladder", min(plan.widths), tokens, 1.0), plan, Path(), False)
+    return (config.steps - cooldown_start(config)) * plan.tokens_per_step
+
+
+def ladder_tokens(plan: LadderPlan) -> dict:
+    """Tokens the ladder stage trains, with branches and with every run trained alone."""
+    alone = sum(plan.steps_for(t) * plan.tokens_per_step for t in plan.tokens) * len(plan.widths)
+    if not plan.branches:
+        return {"trained": alone, "alone": alone, "ratio": 1.0}
+    longest = plan.steps_for(max(plan.tokens)) * plan.tokens_per_step
+    cooldowns = sum(branch_tokens(plan, t) for t in plan.tokens if t != max(plan.tokens))
+    trained = (longest + cooldowns) * len(plan.widths)
+    return {"trained": trained, "alone": alone, "ratio": trained / alone}
+
+
+def _branch_start(spec: RunSpec, plan: LadderPlan) -> int:
+    from everyscale.train.extend import cooldown_start
+
+    return cooldown_start(train_config(spec, plan, Path(), False))
+
+
+def train_trunk_run(spec: RunSpec, plan: LadderPlan, run_dir: Path, resume: bool) -> dict:
+    """Train a width's trunk, keeping a snapshot where each shorter budget's cooldown starts."""
+    from everyscale.train.branch import train_trunk
+
+    shorter = [RunSpec("", "ladder", spec.width, t, spec.lr) for t in plan.tokens]
+    steps = [_branch_start(s, plan) for s in shorter if s.tokens != spec.tokens]
+    return train_trunk(
+        train_config(spec, plan, run_dir, resume),
+        steps,
+        optimizer_factory=optimizer_factory(spec, plan),
+        fingerprint=optimizer_fingerprint(spec, plan),
+    )
+
+
+def train_branch_run(spec: RunSpec, plan: LadderPlan, run_dir: Path, resume: bool) -> dict:
+    """Train a shorter budget as a cooldown branched from its width's trunk."""
+    from everyscale.train.branch import branch, snapshot_path
+
+    trunk_dir = run_dir.parent / plan.trunk_of(spec.width)
+    return branch(
+        snapshot_path(trunk_dir, _branch_start(spec, plan)),
+        train_config(spec, plan, run_dir, resume),
+        optimizer_factory=optimizer_factory(spec, plan),
+        fingerprint=optimizer_fingerprint(spec, plan),
+        trunk_metrics=trunk_dir / "metrics.jsonl",
+    )
 
 
 def describe_run(spec: RunSpec, plan: LadderPlan) -> dict:
@@ -329,8 +417,14 @@ def train_config(spec: RunSpec, plan: LadderPlan, run_dir: Path, resume: bool):
         optimizer=plan.preset,
         lr=spec.lr,
         schedule=plan.schedule,
-        warmup=plan.warmup,
+        warmup=plan.warmup if not plan.branches else 0.0,
+        # Branches share their trunk's warmup step for step: an absolute count, set by the
+        # shortest budget.
+        warmup_steps=round(plan.warmup * plan.steps_for(min(plan.tokens)))
+        if plan.branches and plan.warmup
+        else None,
         cooldown=plan.cooldown,
+        cooldown_shape=plan.cooldown_shape,
         steps=steps,
         batch_size=plan.batch_size,
         eval_every=max(1, steps // 4),
@@ -447,9 +541,15 @@ def fit_and_predict(points_path: Path, plan: LadderPlan, ladder: list[dict], tar
         entry = {"prediction": float(fit.predict(**inputs))}
         if plan.bootstrap:
             lo, hi = fit.interval(**inputs)
-            entry["interval"] = [float(lo), float(hi)]
+            entry["interval_bootstrap"] = [float(lo), float(hi)]
         else:
-            entry["interval"] = [entry["prediction"], entry["prediction"]]
+            entry["interval_bootstrap"] = [entry["prediction"], entry["prediction"]]
+        # The interval of a new run: the bootstrap's spread and the run's own noise.
+        entry["sigma_residual"] = noise.residual_sigma(fit, points)
+        lo, hi = noise.noisy_interval(
+            fit, entry["sigma_residual"], INTERVAL_LEVEL, plan.seed, **inputs
+        )
+        entry["interval"] = [lo, hi]
         predictions[law] = entry
     primary = predictions[PRIMARY_LAW]
     return {
@@ -457,7 +557,10 @@ def fit_and_predict(points_path: Path, plan: LadderPlan, ladder: list[dict], tar
         "target": target,
         "prediction": primary["prediction"],
         "interval": primary["interval"],
+        "interval_bootstrap": primary["interval_bootstrap"],
         "interval_level": INTERVAL_LEVEL,
+        "interval_model": "bootstrap fits x log-normal noise of the residuals' spread "
+        "(everyscale.ladder.noise)",
         "predictions": predictions,
         "naive": naive.naive_predictions(
             [r["C"] for r in ladder], [r["final_val_loss"] for r in ladder], target["C"]
@@ -516,7 +619,13 @@ def _prepare_out(out: Path, plan: LadderPlan, resume: bool) -> None:
                 f"--out: {out} already holds a ladder; pass --resume to continue (or re-report) "
                 f"it, or choose another --out (or delete that folder)"
             )
-        old = json.loads(plan_path.read_text())
+        # Fields a plan.json predates take their defaults (a new option must not orphan it).
+        defaults = {
+            f.name: f.default
+            for f in dataclasses.fields(LadderPlan)
+            if f.default is not dataclasses.MISSING
+        }
+        old = {**json.loads(json.dumps(defaults)), **json.loads(plan_path.read_text())}
         if old != json.loads(json.dumps(plan.to_json())):
             changed = sorted(k for k in plan.to_json() if old.get(k) != plan.to_json()[k])
             raise ValueError(

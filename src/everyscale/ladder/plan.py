@@ -7,7 +7,9 @@ A ladder has three stages:
 2. ``ladder``: every width is trained for every token budget with the best learning rate,
    transferred unchanged (the Spectral LMO makes the optimal learning rate width independent,
    [S] Pethick et al. 2025, Lemma C.6) and a warmup-stable-decay schedule, so each run ends
-   annealed;
+   annealed. With ``branches`` (the default) each width trains once, to the largest budget
+   (its *trunk*), and every shorter budget is a cooldown branched from the trunk's stable
+   phase (Hägele et al. 2024): the same run as trained alone, for its cooldown's tokens only;
 3. ``target``: one held-out model, at least 4x the largest ladder model's parameters or
    tokens, whose validation loss is predicted before it is trained.
 
@@ -138,6 +140,8 @@ class LadderPlan:
     schedule: str = "wsd"
     warmup: float = 0.0  # Scion's runs use no warmup ([S], Section 5)
     cooldown: float = 0.3  # linear decay over the last 30% of steps ([S]; BRIEF section 2)
+    cooldown_shape: str = "linear"  # or "sqrt": 1 - sqrt (Hägele et al. 2024)
+    branches: bool = True  # one trunk per width, a cooldown branched per shorter budget
     embeddings: bool = False  # whether N counts the token embedding and the output head
     threads: int = 1  # torch threads per run (runs train side by side, see run_ladder)
     init_radius: float | None = 1.0  # start on the preset's norm balls at this radius (None: not)
@@ -169,6 +173,10 @@ class LadderPlan:
             for w in sorted(self.widths)
             for t in sorted(self.tokens)
         ]
+
+    def trunk_of(self, width: int) -> str:
+        """The name of the run whose stable phase the width's shorter budgets branch from."""
+        return f"ladder-w{width}-t{format_tokens(max(self.tokens))}"
 
     def target_run(self, lr: float | None = None) -> RunSpec:
         tag = f"target-w{self.target_width}-t{format_tokens(self.target_tokens)}"
@@ -387,6 +395,10 @@ def validate_plan(plan: LadderPlan, count_params: Callable[[LadderPlan, int], in
         raise ValueError(f"lr_grid: needs positive, finite learning rates, got {plan.lr_grid}")
     if plan.bootstrap < 0:
         raise ValueError(f"--bootstrap: must be >= 0, got {plan.bootstrap}")
+    if plan.cooldown_shape not in ("linear", "sqrt"):
+        raise ValueError(
+            f"--cooldown-shape: choose linear or sqrt (1 - sqrt), got {plan.cooldown_shape!r}"
+        )
     if not 0 <= plan.warmup < 1 or not 0 < plan.cooldown <= 1 or plan.warmup + plan.cooldown > 1:
         raise ValueError(
             f"warmup/cooldown: fractions of the run with warmup + cooldown <= 1 and a positive "

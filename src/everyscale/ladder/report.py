@@ -85,6 +85,13 @@ def _timing_line(result: dict) -> str:
             f"; from the CPU time of each run, about {estimate:.0f} s on {workers} idle cores "
             f"(the machine may have been shared)"
         )
+    tokens = result.get("ladder_tokens")
+    if tokens:
+        line += (
+            f"\n- ladder stage: {tokens['trained']:,} tokens trained, {tokens['alone']:,} if every "
+            f"run were trained alone ({tokens['ratio']:.3f}x; WSD branches: "
+            f"{'yes' if tokens['ratio'] < 1 else 'no'})"
+        )
     return line
 
 
@@ -192,7 +199,15 @@ def render_markdown(plan: LadderPlan, result: dict) -> str:
             f"{result.get('written_at', '?')}.",
             "",
             f"`{result['law']}` predicts **{result['prediction']:.4f}**, "
-            f"{result.get('interval_level', 0.95):.0%} interval [{lo:.4f}, {hi:.4f}].",
+            f"{result.get('interval_level', 0.95):.0%} interval [{lo:.4f}, {hi:.4f}] (the "
+            "bootstrap's spread and a new run's own noise, from the fit's residuals; the "
+            "bootstrap alone: "
+            + (
+                "[{:.4f}, {:.4f}])".format(*result["interval_bootstrap"])
+                if "interval_bootstrap" in result
+                else "-)"
+            )
+            + ".",
             "",
         ]
     if "actual" in result:

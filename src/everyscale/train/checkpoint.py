@@ -12,6 +12,7 @@ import json
 import os
 import pickle
 import zipfile
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -88,8 +89,13 @@ def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> None:
     _atomic_write(Path(path), lambda f: torch.save({"format": CHECKPOINT_FORMAT, **state}, f))
 
 
-def load_checkpoint(path: str | os.PathLike, fingerprint: dict[str, Any]) -> dict[str, Any]:
+def load_checkpoint(
+    path: str | os.PathLike, fingerprint: dict[str, Any], *, ignore: Collection[str] = ()
+) -> dict[str, Any]:
     """Read a checkpoint and check it was written under the same config ``fingerprint``.
+
+    Fields in ``ignore`` are not compared (the caller checks them: a lengthened schedule,
+    :mod:`everyscale.train.extend`).
 
     The file is never modified or deleted here: on any error it stays in place so nothing is
     lost. Raises ``CheckpointError`` (a ``ValueError``) saying what is wrong and what to do.
@@ -122,7 +128,9 @@ def load_checkpoint(path: str | os.PathLike, fingerprint: dict[str, Any]) -> dic
         )
     saved = state.get("config", {})
     differing = sorted(
-        k for k in set(saved) | set(fingerprint) if saved.get(k) != fingerprint.get(k)
+        k
+        for k in set(saved) | set(fingerprint)
+        if k not in ignore and saved.get(k) != fingerprint.get(k)
     )
     if differing:
         details = ", ".join(

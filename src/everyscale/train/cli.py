@@ -34,6 +34,9 @@ _HELP = {
     "schedule": f"learning-rate schedule: {', '.join(SCHEDULES)}",
     "warmup": "fraction of the steps in linear warmup",
     "cooldown": "fraction of the steps in the final linear decay, wsd only (default: 0.3)",
+    "warmup_steps": "warmup in steps (replaces --warmup; default: from --warmup)",
+    "cooldown_steps": "cooldown in steps, wsd only (replaces --cooldown; default: from --cooldown)",
+    "cooldown_shape": "wsd cooldown shape: linear or sqrt (1 - sqrt, Hägele et al. 2024)",
     "steps": "optimizer steps",
     "batch_size": "examples (windows or images) per step",
     "grad_accum": "micro-batches per step (gradient accumulation)",
@@ -46,7 +49,9 @@ _HELP = {
     "threads": "torch CPU threads (default: torch's choice)",
     "device": "torch device for the model and batches (cpu, cuda, cuda:1, mps)",
     "out": "run directory for config.json, metrics.jsonl, summary.json, checkpoint.pt",
-    "resume": "continue from the checkpoint in --out",
+    "resume": "continue from the checkpoint in --out; a larger --steps lengthens the run when "
+    "its schedule so far stays the same (constant, or wsd before its cooldown, warmup in "
+    "--warmup-steps)",
     "quiet": "no progress bar",
 }
 

@@ -52,10 +52,13 @@ class TrainConfig:
 
     Model shape: ``width``, ``depth`` (all models), ``heads``, ``context``, ``tied``,
     ``residual_multiplier`` (GPT only). ``cooldown=None`` means 0.3 for ``wsd`` (Scion's
-    recipe [S]) and 0 for the other schedules. ``batch_size`` is examples per optimizer step,
-    split into ``grad_accum`` equal micro-batches. ``clip`` is a max global gradient norm
-    (``None``: no clipping). ``eval_every=0`` evaluates only at the end; otherwise also at step
-    0 and every ``eval_every`` steps. ``checkpoint_every=0`` checkpoints only at the end and on
+    recipe [S]) and 0 for the other schedules; ``warmup_steps`` and ``cooldown_steps``, when
+    given, replace those fractions by absolute step counts (what WSD branches need), and
+    ``cooldown_shape`` is ``linear`` or ``sqrt`` (``1 - sqrt``, Hägele et al. 2024).
+    ``batch_size`` is examples per optimizer step, split into ``grad_accum`` equal
+    micro-batches. ``clip`` is a max global gradient norm (``None``: no clipping).
+    ``eval_every=0`` evaluates only at the end; otherwise also at step 0 and every
+    ``eval_every`` steps. ``checkpoint_every=0`` checkpoints only at the end and on
     SIGINT/SIGTERM; ``keep_checkpoint=False`` deletes the checkpoint after a completed run
     (for sweeps of many small runs). ``device``: where the model and batches live (data is
     sampled on the CPU); exact resume is promised on the CPU only.
@@ -75,6 +78,9 @@ class TrainConfig:
     schedule: str = "constant"
     warmup: float = 0.0
     cooldown: float | None = None
+    warmup_steps: int | None = None
+    cooldown_steps: int | None = None
+    cooldown_shape: str = "linear"
     steps: int = 100
     batch_size: int = 32
     grad_accum: int = 1
@@ -138,6 +144,19 @@ class TrainConfig:
             return self.cooldown
         return 0.3 if self.schedule == "wsd" else 0.0
 
+    def schedule_function(self):
+        """The learning-rate multiplier ``step -> f(step)`` of this run
+        (:func:`everyscale.train.schedules.get_schedule`)."""
+        return get_schedule(
+            self.schedule,
+            self.steps,
+            self.warmup,
+            self.effective_cooldown,
+            warmup_steps=self.warmup_steps,
+            cooldown_steps=self.cooldown_steps,
+            cooldown_shape=self.cooldown_shape,
+        )
+
     def validate(self, check_optimizer: bool = True) -> None:
         """Raise ``ValueError`` naming the field and the fix for any inconsistent setting.
 
@@ -160,6 +179,11 @@ class TrainConfig:
             "val_windows": (self.val_windows, 1),
             "eval_every": (self.eval_every, 0),
             "checkpoint_every": (self.checkpoint_every, 0),
+            **{
+                name: (getattr(self, name), 0)
+                for name in ("warmup_steps", "cooldown_steps")
+                if getattr(self, name) is not None
+            },
             "seed": (self.seed, 0),
         }
         for name, (value, low) in integers.items():
@@ -209,8 +233,14 @@ class TrainConfig:
                 f"unknown schedule {self.schedule!r}: set --schedule to one of "
                 + ", ".join(SCHEDULES)
             )
-        # Builds the schedule once to run its own checks (warmup and cooldown fractions).
-        get_schedule(self.schedule, self.steps, self.warmup, self.effective_cooldown)
+        # Builds the schedule once to run its own checks (warmup and cooldown lengths).
+        try:
+            self.schedule_function()
+        except ValueError as err:
+            raise ValueError(
+                f"{err} (flags --warmup, --cooldown, --warmup-steps, --cooldown-steps, "
+                "--cooldown-shape)"
+            ) from None
         if check_optimizer and self.optimizer not in known_optimizers():
             raise ValueError(
                 f"unknown optimizer {self.optimizer!r}: set --optimizer to one of "

@@ -53,11 +53,11 @@ from tqdm.auto import tqdm
 from everyscale.train.checkpoint import (
     atomic_write_bytes,
     atomic_write_json,
-    load_checkpoint,
     save_checkpoint,
 )
 from everyscale.train.config import TrainConfig
 from everyscale.train.data import load_dataset
+from everyscale.train.extend import load_resumable_checkpoint, run_fingerprint
 from everyscale.train.models import build_model
 from everyscale.train.rundir import (
     CHECKPOINT_NAME,
@@ -69,7 +69,6 @@ from everyscale.train.rundir import (
     keep_earlier_run,
     refuse_inputs_in_outputs,
 )
-from everyscale.train.schedules import get_schedule
 
 __all__ = [
     "NonFiniteLossError",
@@ -400,12 +399,9 @@ def _setup(
     optimizer = _make_optimizer(config, model, optimizer_factory)
     if distributed is not None:
         optimizer = distributed.wrap_optimizer(optimizer)
-    schedule = get_schedule(config.schedule, config.steps, config.warmup, config.effective_cooldown)
-    fingerprint = config.fingerprint()
-    if optimizer_fingerprint is not None:
-        # In JSON form, as it reads back from summary.json.
-        optimizer_fingerprint = json.loads(json.dumps(dict(optimizer_fingerprint)))
-        fingerprint["optimizer_factory"] = optimizer_fingerprint
+    schedule = config.schedule_function()
+    fingerprint = run_fingerprint(config, optimizer_fingerprint)
+    optimizer_fingerprint = fingerprint.get("optimizer_factory")  # in JSON form, as it reads back
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     return RunState(
@@ -446,7 +442,8 @@ def _resume(state: RunState) -> dict[str, Any] | None:
     if state.dist is not None:
         _load_run_fields(state, state.dist.load(state.out, state.model, state.optimizer))
     else:
-        _load_checkpoint_into(state, load_checkpoint(path, state.fingerprint))
+        # A checkpoint may continue under a lengthened schedule that agrees with it so far.
+        _load_checkpoint_into(state, load_resumable_checkpoint(path, state.fingerprint, config))
     kept = _read_metrics(state.metrics_path, state.step)
     if state.is_main:
         atomic_write_bytes(state.metrics_path, "".join(line + "\n" for line in kept).encode())

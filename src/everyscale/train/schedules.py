@@ -1,4 +1,4 @@
-"""Learning-rate schedules and the batch-size rules of BRIEF §2.
+"""Learning-rate schedules and the batch-size rules of scale transfer.
 
 A schedule is a function ``step -> multiplier`` of the base learning rate, for steps
 ``0 .. total_steps`` (step ``s`` is the ``s``-th optimizer update; ``total_steps`` is the end,
@@ -8,21 +8,31 @@ where decaying schedules reach 0). It works with any optimizer, e.g. through
 - ``constant``: 1.
 - ``linear``: ``1 - s/T`` (linear decay to zero).
 - ``cosine``: ``(1 + cos(pi s/T)) / 2`` (Loshchilov & Hutter 2017, without restarts).
-- ``wsd``: warmup-stable-decay: 1 after the warmup, then a linear cooldown to zero over the last
-  ``cooldown`` fraction of the steps (Hu et al. 2024, MiniCPM; Scion's runs use no warmup and
-  a cooldown over the last ~30% [S]).
+- ``wsd``: warmup-stable-decay: 1 after the warmup, then a cooldown to zero over the last
+  ``Tc`` steps (Hu et al. 2024, MiniCPM; Scion's runs use no warmup and a cooldown over the
+  last ~30% [S]). With ``p = (s - (T - Tc)) / Tc`` the progress through the cooldown, the
+  ``linear`` shape is ``1 - p`` and the ``sqrt`` shape ``1 - sqrt(p)`` (Hägele et al. 2024,
+  *Scaling Laws and Compute-Optimal Training Beyond Fixed Training Durations*, which found
+  ``1 - sqrt`` better than linear).
 
-Any schedule can start with a linear warmup over the first ``warmup`` fraction of the steps:
-``(s + 1) / W`` for ``s < W``, so the first update already moves; the decay then runs over the
-remaining steps.
+Any schedule can start with a linear warmup over the first ``W`` steps: ``(s + 1) / W`` for
+``s < W``, so the first update already moves; the decay then runs over the remaining steps.
+
+Warmup and cooldown are given as fractions of the run (``warmup``, ``cooldown``) or as
+absolute step counts (``warmup_steps``, ``cooldown_steps``, which win when given). Absolute
+counts are what WSD branches need: runs of different lengths share their warmup and stable
+phase step for step only when the warmup does not scale with the length
+(:mod:`everyscale.train.branch`).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Literal
 
 __all__ = [
+    "COOLDOWN_SHAPES",
     "SCHEDULES",
     "batch_size_rule",
     "get_schedule",
@@ -30,10 +40,19 @@ __all__ = [
 ]
 
 SCHEDULES = ("constant", "linear", "cosine", "wsd")
+COOLDOWN_SHAPES = ("linear", "sqrt")
+CooldownShape = Literal["linear", "sqrt"]
 
 
 def get_schedule(
-    name: str, total_steps: int, warmup: float = 0.0, cooldown: float = 0.0
+    name: str,
+    total_steps: int,
+    warmup: float = 0.0,
+    cooldown: float = 0.0,
+    *,
+    warmup_steps: int | None = None,
+    cooldown_steps: int | None = None,
+    cooldown_shape: CooldownShape = "linear",
 ) -> Callable[[int], float]:
     """The multiplier ``f(step)`` of the base learning rate (see the module docstring).
 
@@ -41,46 +60,75 @@ def get_schedule(
         name: ``constant``, ``linear``, ``cosine`` or ``wsd``.
         total_steps: the number of optimizer steps T (> 0).
         warmup: fraction of T spent in a linear warmup, in [0, 1).
-        cooldown: fraction of T spent in the final linear decay, in [0, 1]; only for ``wsd``
-            (``warmup + cooldown <= 1``).
+        cooldown: fraction of T spent in the final decay, in [0, 1]; only for ``wsd``.
+        warmup_steps: the warmup in steps (replaces ``warmup``), in [0, T).
+        cooldown_steps: the cooldown in steps (replaces ``cooldown``), in [0, T]; ``wsd`` only.
+        cooldown_shape: ``linear`` or ``sqrt`` (``1 - sqrt``); ``wsd`` only.
 
     Raises:
-        ValueError: unknown name, non-positive ``total_steps``, fractions out of range, a
-            cooldown on a schedule other than ``wsd``.
+        ValueError: unknown name or shape, non-positive ``total_steps``, fractions or step
+            counts out of range, a cooldown on a schedule other than ``wsd``, warmup and
+            cooldown longer than the run.
     """
     if name not in SCHEDULES:
         raise ValueError(f"unknown schedule {name!r}: choose one of {', '.join(SCHEDULES)}")
     if not isinstance(total_steps, int) or total_steps < 1:
         raise ValueError(f"total_steps must be a positive integer, got {total_steps!r}")
-    for label, fraction in (("warmup", warmup), ("cooldown", cooldown)):
-        if not (math.isfinite(fraction) and 0.0 <= fraction <= 1.0):
-            raise ValueError(f"{label} is a fraction of the steps in [0, 1], got {fraction!r}")
-    if cooldown and name != "wsd":
+    if cooldown_shape not in COOLDOWN_SHAPES:
         raise ValueError(
-            f"cooldown={cooldown} applies to the wsd schedule only; use --schedule wsd or drop "
-            "the cooldown"
+            f"unknown cooldown_shape {cooldown_shape!r}: choose one of {', '.join(COOLDOWN_SHAPES)}"
         )
-    if warmup >= 1.0 or warmup + cooldown > 1.0:
+    warm = _steps_of("warmup", warmup, warmup_steps, total_steps)
+    cool = _steps_of("cooldown", cooldown, cooldown_steps, total_steps)
+    if cool and name != "wsd":
         raise ValueError(
-            f"warmup ({warmup}) + cooldown ({cooldown}) exceed the run: make warmup < 1 and "
-            "their sum <= 1"
+            f"a cooldown ({cool} steps) applies to the wsd schedule only; use --schedule wsd or "
+            "drop the cooldown"
         )
-    warmup_steps = round(warmup * total_steps)
-    cooldown_steps = round(cooldown * total_steps)
-    decay_steps = total_steps - warmup_steps  # where linear / cosine decay runs
+    if warmup_steps is None and warmup >= 1.0:
+        raise ValueError(f"warmup ({warmup}) is the whole run: make warmup < 1")
+    if warm + cool > total_steps:
+        raise ValueError(
+            f"warmup ({warm} steps) + cooldown ({cool} steps) exceed the run of {total_steps} "
+            "steps: make their sum <= 1 (as fractions) or <= --steps (as step counts)"
+        )
+    return _schedule_function(name, total_steps, warm, cool, cooldown_shape)
+
+
+def _steps_of(label: str, fraction: float, steps: int | None, total_steps: int) -> int:
+    """A warmup or cooldown in whole steps, from its fraction or its absolute count."""
+    if steps is not None:
+        if isinstance(steps, bool) or not isinstance(steps, int) or not 0 <= steps <= total_steps:
+            raise ValueError(
+                f"{label}_steps must be an integer in [0, {total_steps}] (the run's steps), "
+                f"got {steps!r}"
+            )
+        return steps
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)):
+        raise ValueError(f"{label} is a fraction of the steps in [0, 1], got {fraction!r}")
+    if not (math.isfinite(fraction) and 0.0 <= fraction <= 1.0):
+        raise ValueError(f"{label} is a fraction of the steps in [0, 1], got {fraction!r}")
+    return round(fraction * total_steps)
+
+
+def _schedule_function(
+    name: str, total_steps: int, warm: int, cool: int, shape: CooldownShape
+) -> Callable[[int], float]:
+    decay_steps = total_steps - warm  # where linear / cosine decay runs
 
     def schedule(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / warmup_steps
+        if step < warm:
+            return (step + 1) / warm
         if name == "constant":
             return 1.0
         if name == "wsd":
             remaining = total_steps - step
-            if cooldown_steps == 0 or remaining >= cooldown_steps:
+            if cool == 0 or remaining >= cool:
                 return 1.0
-            return max(0.0, remaining / cooldown_steps)
-        # A warmup that rounds to the whole run leaves no decay phase: the end (step T) is 0.
-        progress = min(1.0, (step - warmup_steps) / decay_steps) if decay_steps else 1.0
+            left = max(0.0, remaining / cool)  # 1 - p
+            return left if shape == "linear" else 1.0 - math.sqrt(1.0 - left)
+        # A warmup that fills the whole run leaves no decay phase: the end (step T) is 0.
+        progress = min(1.0, (step - warm) / decay_steps) if decay_steps else 1.0
         if name == "linear":
             return 1.0 - progress
         return 0.5 * (1.0 + math.cos(math.pi * progress))  # cosine
@@ -94,7 +142,7 @@ def batch_size_rule(optimizer: str) -> str:
     ``"linear"`` (lr proportional to B) for plain SGD; ``"sqrt"`` (lr proportional to sqrt(B))
     for adaptive and sign-based methods (Adam, signSGD, Lion, Scion, Muon): Granziol et al.
     2022, *Learning Rates as a Function of Batch Size: A Random Matrix Theory Approach*
-    (BRIEF §2). Valid up to the critical batch size, beyond which the learning rate saturates.
+    Valid up to the critical batch size, beyond which the learning rate saturates.
     The rule follows the preset's update family in the preset registry.
     """
     from everyscale.optim.registry import get_preset  # optim sits below train

@@ -1,0 +1,469 @@
+"""Benchmark: how well does the ladder's law predict held-out runs, against naive guesses?
+
+Many small ladders (corpora x seeds), each with three held-out targets: more parameters
+(>= 4x the largest ladder model's N), more tokens (4x the largest budget), and both. Every
+prediction method is scored on every target: the relative error of each law (and counting of
+N) and of each naive guess, per corpus, on average and at worst, and the coverage and median
+half-width of the 95% intervals (the bootstrap alone, and with run-to-run noise added).
+
+The runs are the ladder's own (``everyscale.ladder``: the sweep on the smallest model, one
+WSD trunk per width with a cooldown branched per shorter budget, the held-out runs trained
+alone) and are cached under ``--out``: a second call reuses every finished run (the one rule
+of ``everyscale.train.run_or_reuse``) and only refits, so methods can be compared at no
+training cost; a killed benchmark continues where it stopped.
+
+Corpora: ``stdlib`` (this Python's sources), ``shakespeare`` (tinyshakespeare.txt) and
+``docs``: the package documentation installed beside the engine (every ``METADATA``,
+``*.md`` and ``*.rst`` file under site-packages, sorted by path, concatenated once into
+``OUT/docs.txt``; its size and SHA-256 are printed, since another machine's packages differ).
+
+Size (the default ``--size small``): per ladder, widths 16, 32, 48, 64 (depth 2, context 32,
+batch 8: 256 tokens a step) x 16k, 32k, 64k tokens (64 to 256 steps), a 5-point
+learning-rate sweep (2^-13 .. 2^-9) at width 16 x 16k; four held-out targets: width 128 (4.0x
+N) at 64k, width 128 at 128k (4x N, 2x D), width 64 at 256k (4x D), width 128 at 256k (both);
+3 corpora x 2 seeds = 6 ladders, 24 held-out targets (each ladder stage: 12 runs, 0.7x the
+tokens of training them alone), about 26k optimizer steps in all. The CPU time is printed
+with the table.
+
+    .venv/bin/python benchmarks/ladder_accuracy.py [--out runs/bench-ladder] [--workers 2]
+        [--corpora stdlib,shakespeare,docs] [--seeds 0,1] [--markdown PATH] [--json PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import dataclasses
+import hashlib
+import json
+import math
+import multiprocessing
+import sysconfig
+import time
+from pathlib import Path
+
+import numpy as np
+
+from everyscale.ladder import naive
+from everyscale.ladder.ladder import (
+    choose_lr,
+    execute_run,
+    ladder_tokens,
+    split_trunks,
+    train_branch_run,
+    train_run,
+    train_trunk_run,
+)
+from everyscale.ladder.noise import residual_sigma
+from everyscale.ladder.plan import LadderPlan, RunSpec, format_tokens, make_plan
+from everyscale.train.checkpoint import atomic_write_json
+
+SIZES = {
+    "small": dict(
+        widths=(16, 32, 48, 64),
+        tokens=(16_384, 32_768, 65_536),
+        targets=((128, 65_536), (128, 131_072), (64, 262_144), (128, 262_144)),
+        depth=2,
+        context=32,
+        batch_size=8,
+        val_windows=256,
+        lr_steps=(-1, 0, 1, 2, 3),
+    ),
+}
+LEVEL = 0.95
+BOOTSTRAP = 200
+
+
+# ----------------------------------------------------------------------------- corpora
+
+
+def docs_corpus(out: Path) -> Path:
+    """The installed packages' documentation as one text file (made once, then reused)."""
+    path = out / "docs.txt"
+    if path.exists():
+        return path
+    root = Path(sysconfig.get_paths()["purelib"])
+    files = sorted(
+        p
+        for pattern in ("*.dist-info/METADATA", "**/*.md", "**/*.rst")
+        for p in root.glob(pattern)
+        if p.is_file()
+    )
+    data = b"\n".join(p.read_bytes() for p in files)
+    if len(data) < 200_000:
+        raise ValueError(f"--corpora docs: only {len(data):,} bytes of docs under {root}")
+    out.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".partial")
+    partial.write_bytes(data)
+    partial.replace(path)
+    return path
+
+
+def corpus_data(name: str, out: Path) -> str:
+    return str(docs_corpus(out)) if name == "docs" else name
+
+
+# ----------------------------------------------------------------------------- training
+
+
+@dataclasses.dataclass
+class Ladder:
+    corpus: str
+    seed: int
+    plan: LadderPlan
+    out: Path
+    runs: dict = dataclasses.field(default_factory=dict)  # name -> record
+    lr: float | None = None
+
+    @property
+    def label(self) -> str:
+        return f"{self.corpus}-s{self.seed}"
+
+
+def make_ladders(size: str, corpora: list[str], seeds: list[int], out: Path) -> list[Ladder]:
+    cfg = SIZES[size]
+    ladders = []
+    for corpus in corpora:
+        data = corpus_data(corpus, out)
+        for seed in seeds:
+            plan = make_plan(
+                "tiny",
+                data=data,
+                seed=seed,
+                widths=cfg["widths"],
+                tokens=cfg["tokens"],
+                target_width=max(w for w, _ in cfg["targets"]),
+                target_tokens=max(t for _, t in cfg["targets"]),
+                depth=cfg["depth"],
+                context=cfg["context"],
+                batch_size=cfg["batch_size"],
+                val_windows=cfg["val_windows"],
+                lr_steps=cfg["lr_steps"],
+                bootstrap=BOOTSTRAP,
+            )
+            ladders.append(Ladder(corpus, seed, plan, out / f"{corpus}-s{seed}"))
+    return ladders
+
+
+def target_specs(size: str, lr: float) -> list[RunSpec]:
+    return [
+        RunSpec(f"target-w{w}-t{format_tokens(t)}", "target", w, t, lr)
+        for w, t in SIZES[size]["targets"]
+    ]
+
+
+def _finished(ladder: Ladder, spec: RunSpec) -> bool:
+    path = ladder.out / "runs" / spec.name / "summary.json"
+    return path.exists() and json.loads(path.read_text()).get("status") == "completed"
+
+
+def train_phase(pool, jobs: list[tuple[Ladder, RunSpec, object]], reuse_only: bool) -> None:
+    """Train (or reuse) every (ladder, spec, train_fn) job; records go into ladder.runs.
+    ``reuse_only``: only the finished runs are read back (the rest are left out)."""
+    futures = {}
+    for ladder, spec, fn in jobs:
+        if reuse_only and not _finished(ladder, spec):
+            continue
+        (ladder.out / "runs").mkdir(parents=True, exist_ok=True)
+        args = (spec, ladder.plan, ladder.out, True, fn)
+        submit = pool is not None and not reuse_only
+        futures[pool.submit(execute_run, *args) if submit else _now(execute_run, *args)] = ladder
+    for future in concurrent.futures.as_completed(futures):
+        record = future.result()
+        futures[future].runs[record["name"]] = record
+        print(
+            f"  {futures[future].label} {record['name']}: {record['status']} "
+            f"{record.get('final_val_loss') or float('nan'):.4f}"
+            f"{' (reused)' if record['reused'] else ''}",
+            flush=True,
+        )
+
+
+def _now(fn, *args) -> concurrent.futures.Future:
+    future: concurrent.futures.Future = concurrent.futures.Future()
+    future.set_result(fn(*args))
+    return future
+
+
+def train_all(ladders: list[Ladder], size: str, workers: int, reuse_only: bool = False) -> None:
+    context = multiprocessing.get_context("spawn")
+    pool = (
+        concurrent.futures.ProcessPoolExecutor(max_workers=workers, mp_context=context)
+        if workers > 1 and not reuse_only
+        else None
+    )
+    try:
+        print("sweep", flush=True)
+        train_phase(
+            pool, [(la, s, train_run) for la in ladders for s in la.plan.sweep_runs()], reuse_only
+        )
+        for la in ladders:
+            la.lr, _ = choose_lr([la.runs[s.name] for s in la.plan.sweep_runs()])
+        trunks = {la.label: split_trunks(la.plan.ladder_runs(la.lr), la.plan) for la in ladders}
+        print("trunks", flush=True)
+        train_phase(
+            pool,
+            [(la, s, train_trunk_run) for la in ladders for s in trunks[la.label][0]],
+            reuse_only,
+        )
+        print("branches and held-out targets", flush=True)
+        jobs = [(la, s, train_branch_run) for la in ladders for s in trunks[la.label][1]]
+        jobs += [(la, s, train_run) for la in ladders for s in target_specs(size, la.lr)]
+        train_phase(pool, jobs, reuse_only)
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+    for la in ladders:
+        bad = [r["name"] for r in la.runs.values() if r["status"] != "ok" and r["stage"] != "sweep"]
+        if reuse_only:
+            continue
+        if bad:
+            raise SystemExit(f"{la.label}: runs {bad} diverged; lower the sweep's grid")
+
+
+# ----------------------------------------------------------------------------- methods
+
+
+COUNTINGS = {
+    # N as the ladder counts it by default (Kaplan et al. 2020): blocks only.
+    "nonemb": lambda r: r["N_nonembedding"],
+    # N with the token embedding and the head (Porian et al. 2024 found this matters small).
+    "emb": lambda r: r["N_total"],
+    # The engine's FLOPs per token / 6 (head and attention included; Porian et al. 2024).
+    "flops": lambda r: r["flops_per_token"] / 6.0,
+}
+LAWS = ("chinchilla", "overtrain")
+
+
+def methods() -> list[tuple[str, str, str]]:
+    found = [(f"{law}/{count}", law, count) for law in LAWS for count in COUNTINGS]
+    # One exponent for N and D (Hoffmann et al. 2022 found alpha ~ beta): 4 parameters.
+    return [*found, ("chinchilla-tied/nonemb", "chinchilla", "nonemb")]
+
+
+def ladder_points(runs: list[dict], count: str) -> list[dict]:
+    n_of = COUNTINGS[count]
+    return [
+        {"run": r["name"], "N": float(n_of(r)), "D": float(r["D"]), "loss": r["final_val_loss"]}
+        for r in runs
+    ]
+
+
+def fit_law(points: list[dict], law: str, seed: int, tied: bool = False):
+    from everyscale import laws
+
+    tie = {"beta": "alpha"} if tied else None
+    return laws.fit(points, law=law, bootstrap=BOOTSTRAP, seed=seed, level=LEVEL, tie=tie)
+
+
+def seed_sigma(ladders: list[Ladder], corpus: str) -> float | None:
+    """Run-to-run noise from the seeds: the spread of log losses between two seeds of the
+    same ladder point, divided by sqrt(2) (one run's share)."""
+    by_seed = [la for la in ladders if la.corpus == corpus]
+    if len(by_seed) < 2:
+        return None
+    a, b = by_seed[0], by_seed[1]
+    diffs = [
+        math.log(a.runs[n]["final_val_loss"] / b.runs[n]["final_val_loss"])
+        for n in a.runs
+        if a.runs[n]["stage"] == "ladder" and n in b.runs
+    ]
+    return float(np.sqrt(np.mean(np.square(diffs)) / 2.0)) if diffs else None
+
+
+def intervals(samples: np.ndarray, sigmas: dict[str, float], rng) -> dict:
+    """The bootstrap's percentile interval, and one per noise model: each bootstrap
+    prediction times log-normal run noise of that ``sigma`` (a new run's own noise)."""
+    q = [(1 - LEVEL) / 2, (1 + LEVEL) / 2]
+    result = {"bootstrap": tuple(float(x) for x in np.quantile(samples, q))}
+    z = rng.standard_normal((8, samples.size))
+    for name, sigma in sigmas.items():
+        noisy = samples[None, :] * np.exp(sigma * z)
+        result[name] = tuple(float(x) for x in np.quantile(noisy, q))
+    return result
+
+
+INTERVALS = ("bootstrap", "residual", "residual+seed")
+
+
+def pooled_runs(ladders: list[Ladder], corpus: str) -> list[dict]:
+    """The corpus's ladder points with the loss averaged over its seeds (same N, D)."""
+    group = [la for la in ladders if la.corpus == corpus]
+    first = group[0]
+    pooled = []
+    for spec in first.plan.ladder_runs(first.lr):
+        record = dict(first.runs[spec.name])
+        names = [la.runs[n]["final_val_loss"] for la in group for n in [spec.name] if n in la.runs]
+        record["final_val_loss"] = float(np.mean(names))
+        pooled.append(record)
+    return pooled
+
+
+def law_rows(la: Ladder, targets, ladder_runs, tag: str, sigma_seed, rng) -> list[dict]:
+    """Every law x counting fitted to ``ladder_runs``, scored on ``la``'s targets."""
+    rows = []
+    for name, law, count in methods():
+        points = ladder_points(ladder_runs, count)
+        fit = fit_law(points, law, la.seed, tied=name.startswith("chinchilla-tied"))
+        sigma_r = residual_sigma(fit, {k: [p[k] for p in points] for k in ("N", "D", "loss")})
+        sigmas = {"residual": sigma_r, "residual+seed": math.hypot(sigma_r, sigma_seed or 0.0)}
+        for t in targets:
+            n, d = float(COUNTINGS[count](t)), float(t["D"])
+            prediction = float(fit.predict(N=n, D=d))
+            samples = np.asarray(fit.prediction_samples(N=n, D=d), dtype=float)
+            rows.append(
+                {
+                    **_key(la, t, name + tag),
+                    "prediction": prediction,
+                    "error": naive.relative_error(prediction, t["final_val_loss"]),
+                    "sigma_residual": sigma_r,
+                    "sigma_seed": sigma_seed,
+                    "intervals": intervals(samples, sigmas, rng),
+                }
+            )
+    return rows
+
+
+def _key(la: Ladder, target: dict, method: str) -> dict:
+    return {
+        "ladder": la.label,
+        "corpus": la.corpus,
+        "seed": la.seed,
+        "target": target["name"],
+        "method": method,
+        "actual": target["final_val_loss"],
+    }
+
+
+def naive_rows(la: Ladder, targets, ladder_runs) -> list[dict]:
+    losses = [r["final_val_loss"] for r in ladder_runs]
+    compute = {
+        "6ND": lambda r: 6.0 * r["N_nonembedding"] * r["D"],
+        "flops": lambda r: r["flops_per_token"] * r["D"],
+    }
+    rows = []
+    for t in targets:
+        guesses = {"naive/best_in_ladder": naive.best_in_ladder(losses)}
+        for label, c in compute.items():
+            line = naive.loglog_compute([c(r) for r in ladder_runs], losses, c(t))
+            guesses[f"naive/loglog_{label}"] = line
+        for name, guess in guesses.items():
+            rows.append(
+                {
+                    **_key(la, t, name),
+                    "prediction": guess,
+                    "error": naive.relative_error(guess, t["final_val_loss"]),
+                }
+            )
+    return rows
+
+
+def evaluate(ladders: list[Ladder], size: str) -> list[dict]:
+    """One row per (ladder, target, method): predictions, errors, intervals."""
+    rows = []
+    rng = np.random.default_rng(0)
+    for la in ladders:
+        if any(s.name not in la.runs for s in la.plan.ladder_runs(la.lr)):
+            continue  # --reuse-only before the ladder stage finished
+        ladder_runs = [la.runs[s.name] for s in la.plan.ladder_runs(la.lr)]
+        targets = [la.runs[s.name] for s in target_specs(size, la.lr) if s.name in la.runs]
+        sigma_seed = seed_sigma(ladders, la.corpus)
+        rows += law_rows(la, targets, ladder_runs, "", sigma_seed, rng)
+        if sigma_seed is not None:  # the seeds' mean ladder (two runs per point)
+            rows += law_rows(
+                la, targets, pooled_runs(ladders, la.corpus), "+seeds", sigma_seed, rng
+            )
+        rows += naive_rows(la, targets, ladder_runs)
+    return rows
+
+
+# ----------------------------------------------------------------------------- the table
+
+
+def table(rows: list[dict], corpora: list[str]) -> str:
+    names = list(dict.fromkeys(r["method"] for r in rows))
+    head = "| method | " + " | ".join(f"{c} mean" for c in corpora) + " | mean | worst |"
+    head += "".join(f" 95% {kind}: coverage, median half-width |" for kind in INTERVALS)
+    lines = [head, "|" + "---|" * (len(corpora) + 3 + len(INTERVALS))]
+    for name in names:
+        mine = [r for r in rows if r["method"] == name]
+        per = [np.mean([r["error"] for r in mine if r["corpus"] == c]) for c in corpora]
+        errors = [r["error"] for r in mine]
+        cells = [f"{100 * e:.2f}%" for e in per]
+        cells += [f"{100 * np.mean(errors):.2f}%", f"{100 * max(errors):.2f}%"]
+        for kind in INTERVALS:
+            cells.append(coverage_cell(mine, kind))
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def coverage(rows: list[dict], kind: str) -> tuple[float, float] | None:
+    with_intervals = [r for r in rows if "intervals" in r]
+    if not with_intervals:
+        return None
+    inside = [r["intervals"][kind][0] <= r["actual"] <= r["intervals"][kind][1] for r in rows]
+    half = [(r["intervals"][kind][1] - r["intervals"][kind][0]) / 2 / r["prediction"] for r in rows]
+    return float(np.mean(inside)), float(np.median(half))
+
+
+def coverage_cell(rows: list[dict], kind: str) -> str:
+    result = coverage(rows, kind)
+    if result is None:
+        return "-"
+    return f"{100 * result[0]:.0f}% of {len(rows)}, ±{100 * result[1]:.2f}%"
+
+
+# ----------------------------------------------------------------------------- main
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", default="runs/bench-ladder", help="run cache (reused)")
+    parser.add_argument("--size", choices=sorted(SIZES), default="small")
+    parser.add_argument("--corpora", default="stdlib,shakespeare,docs")
+    parser.add_argument("--seeds", default="0,1")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument(
+        "--reuse-only",
+        action="store_true",
+        help="train nothing: score the finished runs only (e.g. while a benchmark runs)",
+    )
+    parser.add_argument("--markdown", help="write the table to this file")
+    parser.add_argument("--json", help="write every prediction to this file")
+    args = parser.parse_args(argv)
+    out = Path(args.out)
+    corpora = [c for c in args.corpora.split(",") if c]
+    seeds = [int(s) for s in args.seeds.split(",") if s]
+
+    started, cpu = time.time(), time.process_time()
+    ladders = make_ladders(args.size, corpora, seeds, out)
+    if "docs" in corpora:
+        data = docs_corpus(out).read_bytes()
+        print(f"docs corpus: {len(data):,} bytes, sha256 {hashlib.sha256(data).hexdigest()[:16]}")
+    train_all(ladders, args.size, args.workers, args.reuse_only)
+    wall = time.time() - started
+    rows = evaluate(ladders, args.size)
+    trained_cpu = sum(
+        r.get("cpu_seconds") or 0.0 for la in ladders for r in la.runs.values() if not r["reused"]
+    )
+    tokens = ladder_tokens(ladders[0].plan)
+    text = table(rows, corpora)
+    summary = (
+        f"{len(ladders)} ladders ({', '.join(corpora)} x seeds {seeds}), "
+        f"{len({(r['ladder'], r['target']) for r in rows})} held-out targets; wall {wall:.0f} s "
+        f"(training CPU this session {trained_cpu:.0f} s: about {trained_cpu / args.workers:.0f} s "
+        f"on {args.workers} idle cores; fits {time.process_time() - cpu:.0f} s CPU); ladder "
+        f"stage {tokens['trained']:,} tokens per ladder against {tokens['alone']:,} trained alone "
+        f"(ratio {tokens['ratio']:.3f})"
+    )
+    print(summary)
+    print(text)
+    if args.markdown:
+        Path(args.markdown).write_text(summary + "\n\n" + text + "\n")
+    if args.json:
+        atomic_write_json(args.json, {"summary": summary, "rows": rows})
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
