@@ -101,6 +101,7 @@ from torch import nn
 
 from everyscale.optim.norms import Adam
 from everyscale.optim.optimizer import NormOptimizer, _check_nonnegative
+from everyscale.optim.polar import DEFAULT_POLAR_METHOD
 from everyscale.optim.roles import Role, assign_roles
 
 __all__ = ["DEFAULT_LR", "PRESETS", "describe", "describe_optimizer", "optimizer"]
@@ -145,8 +146,8 @@ _OPTIONS: dict[str, dict[str, Any]] = {
         "nesterov": True,
         "weight_decay": 0.1,
         "ns_steps": 5,
-        "ns_method": "newton_schulz",
-        "ns_dtype": None,
+        "ns_method": DEFAULT_POLAR_METHOD,
+        "ns_dtype": "auto",
         "adjust_lr_fn": None,
         "spectral_for": "hidden",
         "rest": "adamw",
@@ -165,8 +166,8 @@ _SCION_OPTIONS: dict[str, Any] = {
     "output_radius": None,
     "vector_radius": None,
     "ns_steps": 5,
-    "ns_method": "newton_schulz",
-    "ns_dtype": None,
+    "ns_method": DEFAULT_POLAR_METHOD,
+    "ns_dtype": "auto",
 }
 for _name in ("scion", "uscion", "clipped_scion"):
     _OPTIONS[_name] = dict(_SCION_OPTIONS)
@@ -508,7 +509,23 @@ def _describe_notes(opt: NormOptimizer, preset: str, overrides: dict[str, Any]) 
                 "(rest_lr)"
             )
         notes.append(line)
+    notes += _polar_notes(opt)
     return [textwrap.fill(note, width=92, subsequent_indent="  ") for note in notes]
+
+
+def _polar_notes(opt: NormOptimizer) -> list[str]:
+    """How the polar factors are computed: method, steps, dtype and why that dtype."""
+    methods = sorted({
+        (kwargs["method"], kwargs["steps"], str(kwargs["dtype"] or "float32"))
+        for g in opt.param_groups
+        if "method" in (kwargs := g["norm_kwargs"]) and "steps" in kwargs
+    })  # fmt: skip
+    choice = opt.polar_dtype
+    notes = []
+    for method, steps, dtype in methods:
+        why = choice.reason if choice is not None and choice.dtype == dtype else "asked for"
+        notes.append(f"polar factor: {method}, {steps} steps, in {dtype} ({why})")
+    return notes
 
 
 def describe(
