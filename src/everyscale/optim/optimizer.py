@@ -37,10 +37,13 @@ update. Two code paths compute the same thing: a per-tensor loop (``foreach=Fals
 use a polar factor are orthogonalized together in one batched call.
 
 The optimizer's state lives in ``self.state`` (``momentum_buffer``, Adam's ``exp_avg``,
-``exp_avg_sq``, ``step``) and two counters (steps taken, non-finite steps skipped) ride along
-in ``state_dict()``; the norm of each group is stored as plain data (``norm`` name plus
-``norm_kwargs``), so a state_dict survives ``torch.save``/``torch.load(weights_only=True)``
-and resuming continues bit for bit.
+``exp_avg_sq``, ``step``); ``state_dict()["everyscale"]`` adds two counters (steps taken,
+non-finite steps skipped), the preset that built the optimizer and the polar-factor dtype
+chosen for ``dtype="auto"`` (``everyscale.optim.polar_dtype``: once per optimizer, on its first
+polar group). The norm of each group is stored as plain data (``norm`` name plus
+``norm_kwargs``, the resolved dtype included), so a state_dict survives
+``torch.save``/``torch.load(weights_only=True)``, resuming continues bit for bit in the dtype
+the run started with, and ``load_state_dict`` refuses a state saved by another preset.
 """
 
 from __future__ import annotations

@@ -28,7 +28,9 @@ weight decay ``wd`` and momentum buffer ``d`` (zero at the start unless said oth
 ``muon`` (= torch.optim.Muon on its matrices; Jordan et al. 2024)
     2-D hidden matrices (``d_out x d_in``): ``d <- beta d + (1 - beta) g`` (beta 0.95),
     Nesterov ``u = (1 - beta) g + beta d``; ``W <- (1 - lr wd) W - lr a NS(u)`` where
-    ``NS(u) ~ U V^T`` is the polar factor of ``u = U S V^T`` by 5 Newton-Schulz steps, and
+    ``NS(u) ~ U V^T`` is the polar factor of ``u = U S V^T`` by 5 quintic steps (by default
+    Polar Express, Amsel et al. 2025: the FLOPs of Muon's 5 Newton-Schulz steps, closer to
+    ``U V^T``; ``ns_method="newton_schulz", ns_dtype="bfloat16"`` is torch's exact recipe), and
     ``a = max(1, sqrt(d_out/d_in))`` (``adjust_lr_fn=None`` or ``"original"``) or
     ``a = 0.2 sqrt(max(d_out, d_in))`` (``"match_rms_adamw"``, Liu et al. 2025); the decay
     uses the unscaled ``lr``. **Every other parameter** (embedding, head, norm gains,
@@ -47,6 +49,11 @@ weight decay ``wd`` and momentum buffer ``d`` (zero at the start unless said oth
     the same norms and momentum; ``W <- (1 - lr wd) W + lr min(rho, ||d||_*) lmo(d)`` with
     ``||d||_* = -<d, lmo(d)>``: steepest descent ``W - lr d#`` while ``||d||_* <= rho``,
     ``uscion`` above it.
+
+The polar factor of ``muon`` and the Scion family runs in ``ns_dtype``: ``"auto"`` (default)
+takes the dtype the device multiplies matrices fastest in, bfloat16 or float32, chosen once
+per optimizer and kept in its ``state_dict`` (``everyscale.optim.polar_dtype``; the environment
+variable ``EVERYSCALE_POLAR_DTYPE`` overrides it); ``describe`` says which and why.
 
 Scion's role norms [S, Rec. 3.1]: input = ColNorm on the transposed ``(vocab, d)`` storage for
 an ``nn.Embedding``, ``spectral(max1)`` for a linear input layer, ``spectral_conv`` for a conv
