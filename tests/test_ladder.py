@@ -3,6 +3,7 @@ ladder trained end to end with the real engine and the real fitter."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -302,16 +303,19 @@ def fake_train(spec, plan, run_dir, resume):
 
     The learning rate matters only through a penalty away from 2^-11 (so the sweep has an
     interior optimum); every ladder run uses the chosen rate, so the ladder lies on the law.
+    Like the engine, it records the run's config and optimizer settings (what a reuse checks).
     """
-    from everyscale.ladder.ladder import describe_run
+    from everyscale.ladder.ladder import describe_run, optimizer_fingerprint, train_config
 
     info = describe_run(spec, plan)
     loss = known_law(info["N"], info["D"]) + 0.01 * (math.log2(spec.lr) + 11) ** 2
     run_dir.mkdir(parents=True, exist_ok=True)
+    train_config(spec, plan, run_dir, resume).to_json(run_dir / "config.json")
     (run_dir / "metrics.jsonl").write_text(
         json.dumps({"step": info["steps"], "tokens": info["D"], "train_loss": loss}) + "\n"
     )
     summary = {"status": "completed", "final_val_loss": loss, "wall_seconds": 0.0}
+    summary["optimizer_fingerprint"] = optimizer_fingerprint(spec, plan)
     (run_dir / "summary.json").write_text(json.dumps(summary))
     return summary
 
@@ -532,3 +536,30 @@ def test_an_interrupted_ladder_resumes_where_it_stopped(tmp_path):
     reused = {r["name"] for r in result["runs"] if r["reused"]}
     finished_before = {s.name for s in plan.sweep_runs()} | {s.name for s in plan.ladder_runs()[:2]}
     assert reused == finished_before
+
+
+def test_resume_refuses_a_finished_run_trained_under_other_settings(tmp_path):
+    """A finished run is reused only when its recorded config and optimizer settings match."""
+    from everyscale.ladder import run_ladder
+    from everyscale.ladder.ladder import train_config
+
+    plan = make_plan("tiny", lr_grid=(2.0**-12, 2.0**-11, 2.0**-10), bootstrap=0)
+    run_ladder(plan, tmp_path, progress=False, workers=1, train_fn=fake_train)
+    again = run_ladder(plan, tmp_path, resume=True, progress=False, workers=1, train_fn=fake_train)
+    assert all(r["reused"] for r in again["runs"])
+
+    # The first ladder run's folder now holds a finished run trained with another lr.
+    spec = plan.ladder_runs(again["lr"]["chosen"])[0]
+    run_dir = tmp_path / "runs" / spec.name
+    other = dataclasses.replace(train_config(spec, plan, run_dir, True), lr=spec.lr * 4)
+    other.to_json(run_dir / "config.json")
+    with pytest.raises(ValueError, match=r"other settings \(lr: "):
+        run_ladder(plan, tmp_path, resume=True, progress=False, workers=1, train_fn=fake_train)
+
+    # Same config, other optimizer settings (e.g. another initialization radius): refused too.
+    train_config(spec, plan, run_dir, True).to_json(run_dir / "config.json")
+    summary = json.loads((run_dir / "summary.json").read_text())
+    summary["optimizer_fingerprint"]["init"] = 0.5
+    (run_dir / "summary.json").write_text(json.dumps(summary))
+    with pytest.raises(ValueError, match=r"other settings \(optimizer: "):
+        run_ladder(plan, tmp_path, resume=True, progress=False, workers=1, train_fn=fake_train)

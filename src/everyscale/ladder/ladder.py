@@ -14,11 +14,12 @@
    inside the interval, and the two naive predictions (:mod:`everyscale.ladder.naive`).
 
 Every run keeps its own directory ``OUT/runs/NAME`` with the training engine's
-``config.json``, ``metrics.jsonl`` and ``summary.json``; a finished run (a ``summary.json``
-whose configuration matches) is reused by ``resume=True``, so a killed ladder continues where
-it stopped. A run that diverges in the ladder or the held-out stage stops the ladder with a
-:class:`LadderError`; the finished runs are kept and ``ladder.json`` records the failure
-(``status: "failed"``) with no fit reported.
+``config.json``, ``metrics.jsonl`` and ``summary.json``; with ``resume=True`` a finished run
+is reused when its recorded config and optimizer settings match
+(:func:`everyscale.train.reusable_summary`; one with other settings is refused), so a killed
+ladder continues where it stopped. A run that diverges in the ladder or the held-out stage
+stops the ladder with a :class:`LadderError`; the finished runs are kept and ``ladder.json``
+records the failure (``status: "failed"``) with no fit reported.
 """
 
 from __future__ import annotations
@@ -239,12 +240,14 @@ def execute_run(
     Runs in a worker process when the ladder trains in parallel, so it returns plain data
     (a divergence becomes ``status: "diverged"``, not an exception crossing processes).
     """
+    from everyscale.train import reusable_summary
+
     record = describe_run(spec, plan)
     run_dir = out / "runs" / spec.name
     record["dir"] = str(run_dir.relative_to(out))
-    summary_path = run_dir / "summary.json"
-    previous = json.loads(summary_path.read_text()) if summary_path.exists() else {}
-    record["reused"] = resume and previous.get("status") in ("completed", "diverged")
+    config = train_config(spec, plan, run_dir, resume)
+    previous = reusable_summary(config, optimizer_fingerprint(spec, plan))
+    record["reused"] = previous is not None
     if record["reused"] and previous["status"] == "diverged":
         # Training is deterministic: the same run would diverge again.
         record.update(status="diverged", final_val_loss=None, error=previous.get("message", ""))
@@ -334,13 +337,27 @@ def optimizer_factory(spec: RunSpec, plan: LadderPlan):
     ``everyscale.scale`` plan (for the Spectral/Sign geometry: unchanged, [S] Lemma C.6).
     Presets without balls (adamw, sgd) keep the model's own initialization.
     """
-    from everyscale.ladder.plan import build_ladder_model
-    from everyscale.scale.parametrization import base_shapes
     from everyscale.scale.transfer import make_optimizer_factory
 
-    proxy = base_shapes(build_ladder_model(plan, min(plan.widths)))
-    init = "default" if plan.init_radius is None else plan.init_radius
-    return make_optimizer_factory(plan.preset, spec.lr, proxy, init=init)
+    return make_optimizer_factory(plan.preset, spec.lr, _proxy(plan), init=_init(plan))
+
+
+def optimizer_fingerprint(spec: RunSpec, plan: LadderPlan) -> dict:
+    """The settings of :func:`optimizer_factory` (what a reused run must have been trained with)."""
+    from everyscale.scale.transfer import factory_fingerprint
+
+    return factory_fingerprint(plan.preset, spec.lr, _proxy(plan), init=_init(plan))
+
+
+def _proxy(plan: LadderPlan) -> dict:
+    from everyscale.ladder.plan import build_ladder_model
+    from everyscale.scale.parametrization import base_shapes
+
+    return base_shapes(build_ladder_model(plan, min(plan.widths)))
+
+
+def _init(plan: LadderPlan) -> str | float:
+    return "default" if plan.init_radius is None else plan.init_radius
 
 
 def train_run(spec: RunSpec, plan: LadderPlan, run_dir: Path, resume: bool) -> dict:
@@ -348,7 +365,11 @@ def train_run(spec: RunSpec, plan: LadderPlan, run_dir: Path, resume: bool) -> d
     from everyscale.train import run
 
     config = train_config(spec, plan, run_dir, resume)
-    return run(config, optimizer_factory=optimizer_factory(spec, plan))
+    return run(
+        config,
+        optimizer_factory=optimizer_factory(spec, plan),
+        optimizer_fingerprint=optimizer_fingerprint(spec, plan),
+    )
 
 
 def choose_lr(sweep: list[dict]) -> tuple[float, str]:

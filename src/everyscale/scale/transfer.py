@@ -9,14 +9,15 @@ and steps, a few seeds. A parametrization *transfers* when
 
 Diverged runs count as loss ``inf``: they are never dropped, so a learning rate at which any
 seed diverges cannot be the best. :func:`analyse` turns run records into the ``transfer.json``
-dictionary; :func:`sweep` trains the grid (resumable: a run whose ``summary.json`` exists is
-read back, not retrained).
+dictionary; :func:`sweep` trains the grid (resumable: a finished run with the same settings is
+read back, not retrained, by :func:`everyscale.train.run_or_reuse`).
 
 Reference: [Y] Yang et al., *Tensor Programs V* (2022).
 """
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import math
@@ -412,6 +413,20 @@ class SweepConfig:
             options=self.options.get(optimizer),
         )
 
+    def optimizer_fingerprint(
+        self, optimizer: str, lr: float, proxy: Mapping[str, Sequence[int]]
+    ) -> dict:
+        """:func:`factory_fingerprint` of :meth:`optimizer_factory` (what a reuse must match)."""
+        return factory_fingerprint(
+            optimizer,
+            lr,
+            proxy,
+            alpha=self.alpha,
+            width_rule=self.width_rule,
+            init=self.init,
+            options=self.options.get(optimizer),
+        )
+
     def build(self, size: int, dataset) -> nn.Module:
         """The model at one size (used for the proxy's base shapes and the coordinate check)."""
         from everyscale.train.loop import build_model_for
@@ -459,27 +474,32 @@ def make_optimizer_factory(
     return factory
 
 
-def _read_finished(run_dir: Path, config) -> float | None:
-    """The final validation loss of a finished run (``inf`` if it diverged), or ``None`` when
-    the run has not finished. A finished run with other settings is an error, not a reuse."""
-    summary_path = run_dir / "summary.json"
-    if not summary_path.exists():
-        return None
-    summary = json.loads(summary_path.read_text())
-    if summary.get("status") not in ("completed", "diverged"):
-        return None  # interrupted: train again, resuming from its checkpoint
-    from everyscale.train import TrainConfig
-
-    stored = TrainConfig.from_json(run_dir / "config.json").fingerprint()
-    if stored != config.fingerprint():
-        raise ValueError(
-            f"out: {run_dir} holds a finished run with other settings; use a new --out or "
-            "the settings it was trained with"
-        )
-    if summary["status"] == "diverged":
-        return math.inf
-    loss = summary.get("final_val_loss")
-    return float(loss) if loss is not None and math.isfinite(loss) else math.inf
+def factory_fingerprint(
+    preset: str,
+    lr: float,
+    base: Mapping[str, Sequence[int]],
+    *,
+    alpha: float = 1.0,
+    width_rule: str = "none",
+    init: str | float = 1.0,
+    width: int | None = None,
+    options: Mapping[str, object] | None = None,
+) -> dict:
+    """The settings of :func:`make_optimizer_factory` as JSON-able data, for
+    :func:`everyscale.train.run_or_reuse`: a run is reused only under the same ones. The
+    proxy's shapes enter as a short hash."""
+    shapes = json.dumps(sorted((name, list(shape)) for name, shape in base.items()))
+    return {
+        "factory": "everyscale.scale.make_optimizer_factory",
+        "preset": preset,
+        "lr": lr,
+        "proxy_shapes_sha256": hashlib.sha256(shapes.encode()).hexdigest()[:16],
+        "alpha": alpha,
+        "width_rule": width_rule,
+        "init": init,
+        "width": width,
+        "options": dict(options or {}),
+    }
 
 
 def _check_sweep_settings(config: SweepConfig, out: Path) -> None:
@@ -506,15 +526,16 @@ def _check_sweep_settings(config: SweepConfig, out: Path) -> None:
 def sweep(config: SweepConfig, *, progress: bool = True) -> dict:
     """Train the grid (optimizers x sizes x learning rates x seeds), resumably, and analyse it.
 
-    Finished runs (a ``summary.json`` saying completed or diverged) are read back, not
-    retrained; interrupted ones resume from their checkpoint. Writes under ``config.out``:
+    Each run goes through :func:`everyscale.train.run_or_reuse`: a finished run with the same
+    settings is read back, not retrained; interrupted ones resume from their checkpoint; a
+    finished run with other settings is refused. Writes under ``config.out``:
     ``transfer.json`` (:func:`analyse` plus the sweep's settings and time), ``transfer.png``,
     and for width sweeps ``coord.json`` / ``coord.png`` (:func:`coordinate_check`), and
     ``sweep.json`` (the settings a resume must match, :func:`_check_sweep_settings`).
     """
     from tqdm.auto import tqdm
 
-    from everyscale.train import NonFiniteLossError, load_dataset, run
+    from everyscale.train import load_dataset, run_or_reuse
 
     config.validate()
     out = Path(config.out)
@@ -537,17 +558,13 @@ def sweep(config: SweepConfig, *, progress: bool = True) -> dict:
     bar = tqdm(grid, desc=f"transfer ({config.axis})", unit="run", disable=not progress)
     for opt, size, lr, seed in bar:
         bar.set_postfix_str(f"{opt} {config.axis}={size} lr={lr:.3g} seed={seed}")
-        train_config = config.train_config(opt, size, lr, seed)
-        loss = _read_finished(Path(train_config.out), train_config)
-        if loss is None:
-            try:
-                summary = run(
-                    train_config, optimizer_factory=config.optimizer_factory(opt, lr, proxy)
-                )
-                loss = summary["final_val_loss"]
-            except NonFiniteLossError:
-                loss = math.inf  # diverged: counted, never dropped
-            trained += 1
+        summary = run_or_reuse(
+            config.train_config(opt, size, lr, seed),
+            optimizer_factory=config.optimizer_factory(opt, lr, proxy),
+            fingerprint=config.optimizer_fingerprint(opt, lr, proxy),
+        )
+        trained += not summary["reused"]
+        loss = _final_loss(summary)
         records.append({"optimizer": opt, "size": size, "lr": lr, "seed": seed, "loss": loss})
     result = analyse(
         records,
@@ -580,6 +597,14 @@ def sweep(config: SweepConfig, *, progress: bool = True) -> dict:
     (out / "transfer.json").write_text(json.dumps(result, indent=1))
     plot_transfer(result, out / "transfer.png")
     return result
+
+
+def _final_loss(summary: dict) -> float:
+    """A run's final validation loss; ``inf`` when it diverged (counted, never dropped)."""
+    loss = summary.get("final_val_loss")
+    if summary["status"] == "diverged" or loss is None or not math.isfinite(loss):
+        return math.inf
+    return float(loss)
 
 
 def coordinate_check(

@@ -3,7 +3,8 @@
     from everyscale.train import TrainConfig, run
     summary = run(TrainConfig(model="gpt", data="stdlib", steps=200, out="runs/demo"))
 
-See ``loop.py`` for the files a run writes and how resume stays exact.
+See ``loop.py`` for the files a run writes and how resume stays exact, and ``reuse.py`` for
+``run_or_reuse``: the one rule by which sweeps and ladders reuse a finished run.
 """
 
 from everyscale.train.checkpoint import CheckpointError
@@ -11,6 +12,7 @@ from everyscale.train.config import TrainConfig
 from everyscale.train.data import load_dataset
 from everyscale.train.loop import NonFiniteLossError, TrainingInterrupted, evaluate, run
 from everyscale.train.models import build_model
+from everyscale.train.reuse import reusable_summary, run_or_reuse
 from everyscale.train.schedules import get_schedule
 
 __all__ = [
@@ -22,5 +24,7 @@ __all__ = [
     "evaluate",
     "get_schedule",
     "load_dataset",
+    "reusable_summary",
     "run",
+    "run_or_reuse",
 ]

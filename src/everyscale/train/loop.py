@@ -9,7 +9,8 @@ Files under ``config.out``:
   holds the initial validation loss when ``eval_every > 0``). Buffered: flushed at every
   checkpoint and at the end;
 - ``summary.json``: the result (see :func:`run`), with ``status`` one of ``completed``,
-  ``diverged``, ``interrupted``, ``failed`` (an unexpected exception, re-raised);
+  ``diverged``, ``interrupted``, ``stopped`` (ended early by the caller's ``should_stop``),
+  ``failed`` (an unexpected exception, re-raised);
 - ``checkpoint.pt``: model, optimizer, schedule, step, the data generator's and torch's RNG
   states, written atomically every ``checkpoint_every`` steps, at the end, and on
   SIGINT/SIGTERM. A fresh (not resumed) run in a directory that holds one moves it, with that
@@ -32,9 +33,10 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn, TextIO
 
 import torch
 import torch.nn.functional as F
@@ -52,7 +54,14 @@ from everyscale.train.data import load_dataset
 from everyscale.train.models import build_model
 from everyscale.train.schedules import get_schedule
 
-__all__ = ["NonFiniteLossError", "TrainingInterrupted", "build_model_for", "evaluate", "run"]
+__all__ = [
+    "NonFiniteLossError",
+    "RunState",
+    "TrainingInterrupted",
+    "build_model_for",
+    "evaluate",
+    "run",
+]
 
 CHECKPOINT_NAME = "checkpoint.pt"
 METRICS_NAME = "metrics.jsonl"
@@ -199,11 +208,66 @@ def _params_finite(model: nn.Module) -> bool:
     return all(bool(torch.isfinite(p).all()) for p in model.parameters())
 
 
+# ----------------------------------------------------------------------------- the run's state
+
+
+@dataclass
+class RunState:
+    """What a run carries from step to step: built once by :func:`_setup`, then updated."""
+
+    config: TrainConfig
+    dataset: Any
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    generator: torch.Generator  # the only source of training batches (exact resume)
+    device: torch.device
+    out: Path
+    fingerprint: dict[str, Any]  # what a checkpoint must match to be resumed
+    optimizer_fingerprint: dict[str, Any] | None
+    custom_optimizer: bool
+    tokens_per_step: int
+    params: int
+    non_embedding_params: int
+    flops_per_token: float
+    step: int = 0
+    elapsed_before: float = 0.0  # training seconds before this session (resumed runs)
+    best_val: float = math.inf
+    initial_val: float | None = None
+    last_val: float | None = None
+    last_accuracy: float | None = None
+    last_train: float | None = None
+    start: float = 0.0  # time.perf_counter() when this session's steps began
+    tokens_at_start: int = 0
+    metrics_file: TextIO | None = None  # open while steps run
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.out / CHECKPOINT_NAME
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.out / METRICS_NAME
+
+    @property
+    def summary_path(self) -> Path:
+        return self.out / SUMMARY_NAME
+
+    def seconds(self) -> float:
+        """Training seconds so far, earlier sessions included."""
+        return self.elapsed_before + (time.perf_counter() - self.start)
+
+
+# ----------------------------------------------------------------------------- the entry point
+
+
 def run(
     config: TrainConfig,
     *,
     optimizer_factory: Callable[[nn.Module], torch.optim.Optimizer] | None = None,
+    optimizer_fingerprint: Mapping[str, Any] | None = None,
     callback: Callable[[dict[str, Any]], None] | None = None,
+    should_stop: Callable[[dict[str, Any]], bool] | None = None,
 ) -> dict[str, Any]:
     """Train ``config``'s model on its data and return the summary (also in ``summary.json``).
 
@@ -213,14 +277,22 @@ def run(
             ``everyscale.optimizer(model, config.optimizer, lr=config.lr,
             **config.optimizer_options)``.
             The schedule multiplies each param group's learning rate.
+        optimizer_fingerprint: a JSON-able description of ``optimizer_factory``'s settings;
+            recorded in ``summary.json`` and the checkpoint, so that a resume (or a reuse by
+            :func:`everyscale.train.run_or_reuse`) under other settings is refused.
         callback: called with each step's metrics row after it is logged (e.g. for live plots).
+        should_stop: called with each step's metrics row after ``callback``; ``True`` ends the
+            run early: a checkpoint is saved (kept whatever ``keep_checkpoint`` says) and the
+            summary, status ``"stopped"`` with ``stopped_step``, is returned. A later run with
+            ``resume=True`` continues it. Not called after the last step.
 
     Returns:
-        The summary: ``status`` ("completed"), ``steps``, ``tokens``, ``final_val_loss``,
-        ``best_val_loss``, ``initial_val_loss`` (or None), ``final_train_loss``,
-        ``final_val_accuracy`` (top-1: next byte or label), ``params``,
-        ``non_embedding_params``, ``flops_per_token``, ``total_flops`` (``flops_per_token *
-        tokens``), ``wall_seconds``, ``tokens_per_second`` and the run's names.
+        The summary: ``status`` ("completed" or "stopped"), ``steps``, ``tokens``,
+        ``final_val_loss`` (the last evaluation's), ``best_val_loss``, ``initial_val_loss``
+        (or None), ``final_train_loss``, ``final_val_accuracy`` (top-1: next byte or label),
+        ``params``, ``non_embedding_params``, ``flops_per_token``, ``total_flops``
+        (``flops_per_token * tokens``), ``wall_seconds``, ``tokens_per_second`` and the run's
+        names.
 
     Raises:
         ValueError / FileNotFoundError: bad config or data, before training.
@@ -241,245 +313,381 @@ def run(
     if config.threads is not None:
         torch.set_num_threads(config.threads)
     try:
-        return _train(config, dataset, optimizer_factory, callback)
+        state = _setup(config, dataset, optimizer_factory, optimizer_fingerprint)
+        return _train(state, callback, should_stop)
     finally:
         torch.set_num_threads(previous_threads)
 
 
-def _train(config: TrainConfig, dataset, optimizer_factory, callback) -> dict[str, Any]:
+def _train(state: RunState, callback, should_stop) -> dict[str, Any]:
+    """Resume or start afresh, run the steps, and write the summary."""
+    config = state.config
+    if config.resume:
+        finished = _resume(state)
+        if finished is not None:
+            return finished  # nothing left to do
+    if state.step == 0:
+        _start_fresh(state)
+    atomic_write_bytes(state.out / CONFIG_NAME, (config.to_json() + "\n").encode())
+    if _run_steps(state, callback, should_stop):
+        message = (
+            f"stopped early at step {state.step} of {config.steps} (should_stop); the "
+            f"checkpoint {state.checkpoint_path} was kept: resume=True continues the run"
+        )
+        return _write_summary(state, "stopped", stopped_step=state.step, message=message)
+    result = _write_summary(state, "completed")
+    if not config.keep_checkpoint:
+        state.checkpoint_path.unlink(missing_ok=True)
+    return result
+
+
+# ----------------------------------------------------------------------------- setup and resume
+
+
+def _setup(
+    config: TrainConfig,
+    dataset,
+    optimizer_factory: Callable[[nn.Module], torch.optim.Optimizer] | None,
+    optimizer_fingerprint: Mapping[str, Any] | None,
+) -> RunState:
+    """Seed, build the model, optimizer, schedule and data generator; create ``config.out``."""
     torch.manual_seed(config.seed)
     model = build_model_for(config, dataset)
     device = torch.device(config.device)
     model.to(device).train()
     optimizer = _make_optimizer(config, model, optimizer_factory)
     schedule = get_schedule(config.schedule, config.steps, config.warmup, config.effective_cooldown)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
-    generator = torch.Generator().manual_seed(config.seed)
-
+    fingerprint = config.fingerprint()
+    if optimizer_fingerprint is not None:
+        # In JSON form, as it reads back from summary.json.
+        optimizer_fingerprint = json.loads(json.dumps(dict(optimizer_fingerprint)))
+        fingerprint["optimizer_factory"] = optimizer_fingerprint
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
-    checkpoint_path = out / CHECKPOINT_NAME
-    metrics_path = out / METRICS_NAME
-    summary_path = out / SUMMARY_NAME
-    fingerprint = config.fingerprint()
-
-    step, elapsed_before = 0, 0.0
-    best_val, initial_val, last_val = math.inf, None, None
-    last_accuracy: float | None = None
-    if config.resume and checkpoint_path.exists():
-        state = load_checkpoint(checkpoint_path, fingerprint)
-        try:
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-        except (RuntimeError, ValueError, KeyError) as err:
-            raise ValueError(
-                f"checkpoint {checkpoint_path} does not fit this model/optimizer ({err}); it was "
-                "left in place. Resume with the optimizer it was trained with, or use a new --out"
-            ) from err
-        scheduler.load_state_dict(state["scheduler"])
-        generator.set_state(state["data_generator"])
-        torch.set_rng_state(state["torch_rng"])
-        step, elapsed_before = state["step"], state["elapsed"]
-        best_val, initial_val, last_val = state["best_val"], state["initial_val"], state["last_val"]
-        last_accuracy = state["last_accuracy"]
-        atomic_write_bytes(
-            metrics_path,
-            "".join(line + "\n" for line in _read_metrics(metrics_path, step)).encode(),
-        )
-        if step >= config.steps and summary_path.exists():
-            summary = json.loads(summary_path.read_text())
-            if summary.get("status") == "completed":
-                return summary  # nothing left to do
-    elif config.resume and not config.quiet:
-        print(f"no checkpoint in {out}: starting a new run", file=sys.stderr)
-    if step == 0:
-        if checkpoint_path.exists():
-            # A fresh start never destroys an earlier run: its files go to NAME.previous.EXT.
-            for name in (CHECKPOINT_NAME, METRICS_NAME, SUMMARY_NAME, CONFIG_NAME):
-                path = out / name
-                if path.exists():
-                    path.replace(path.with_name(f"{path.stem}.previous{path.suffix}"))
-            if not config.quiet:
-                print(
-                    f"{out} held an earlier run: moved its checkpoint, metrics, summary and "
-                    "config to *.previous.* there",
-                    file=sys.stderr,
-                )
-        metrics_path.write_text("")
-        summary_path.unlink(missing_ok=True)  # a stale summary must not pass for this run's
-    atomic_write_bytes(out / CONFIG_NAME, (config.to_json() + "\n").encode())
-
-    tokens_per_step = config.batch_size * dataset.tokens_per_example
-    micro_batch = config.batch_size // config.grad_accum
-    params = model.num_params(embeddings=True)
-    non_embedding_params = model.num_params(embeddings=False)
-    flops_per_token = model.flops_per_token()
-
-    def summary(status: str, **extra) -> dict[str, Any]:
-        seconds = elapsed_before + (time.perf_counter() - start)
-        tokens = step * tokens_per_step
-        result = {
-            "status": status,
-            "steps": step,
-            "tokens": tokens,
-            # JSON has no NaN/inf: a non-finite loss is None (the status says why).
-            "final_val_loss": _finite_or_none(last_val),
-            "best_val_loss": _finite_or_none(best_val),
-            "initial_val_loss": _finite_or_none(initial_val),
-            "final_train_loss": _finite_or_none(last_train),
-            "final_val_accuracy": last_accuracy,
-            "params": params,
-            "non_embedding_params": non_embedding_params,
-            "flops_per_token": flops_per_token,
-            "flops_counting": "6 x (weights used per token) + attention, see models.py",
-            "total_flops": flops_per_token * tokens,
-            "wall_seconds": seconds,
-            "tokens_per_second": (tokens - tokens_at_start)
-            / max(time.perf_counter() - start, 1e-9),
-            "model": config.model,
-            "data": config.data,
-            "optimizer": config.optimizer,
-            "custom_optimizer": optimizer_factory is not None,
-            "lr": scheduler.base_lrs[0],
-            "out": str(out),
-            **extra,
-        }
-        atomic_write_json(summary_path, result)
-        return result
-
-    def checkpoint() -> None:
-        metrics_file.flush()
-        save_checkpoint(
-            checkpoint_path,
-            {
-                "config": fingerprint,
-                "step": step,
-                "elapsed": elapsed_before + (time.perf_counter() - start),
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "data_generator": generator.get_state(),
-                "torch_rng": torch.get_rng_state(),
-                "best_val": best_val,
-                "initial_val": initial_val,
-                "last_val": last_val,
-                "last_accuracy": last_accuracy,
-            },
-        )
-
-    start = time.perf_counter()
-    tokens_at_start = step * tokens_per_step
-    last_train: float | None = None
-    bar = tqdm(
-        total=config.steps,
-        initial=step,
-        disable=config.quiet,
-        desc=f"{config.model} {config.data}",
-        unit="step",
-        dynamic_ncols=True,
+    return RunState(
+        config=config,
+        dataset=dataset,
+        model=model,
+        optimizer=optimizer,
+        scheduler=torch.optim.lr_scheduler.LambdaLR(optimizer, schedule),
+        generator=torch.Generator().manual_seed(config.seed),
+        device=device,
+        out=out,
+        fingerprint=fingerprint,
+        optimizer_fingerprint=optimizer_fingerprint,
+        custom_optimizer=optimizer_factory is not None,
+        tokens_per_step=config.batch_size * dataset.tokens_per_example,
+        params=model.num_params(embeddings=True),
+        non_embedding_params=model.num_params(embeddings=False),
+        flops_per_token=model.flops_per_token(),
     )
-    bar_refreshed = start
-    rate_label = "tok/s" if dataset.kind == "text" else "img/s"  # an image counts as a token
-    # Metrics are buffered; they are flushed at every checkpoint and at the end.
-    with open(metrics_path, "a") as metrics_file, _SignalCatcher() as signals:
+
+
+def _resume(state: RunState) -> dict[str, Any] | None:
+    """Load the checkpoint into ``state`` (if there is one) and cut the metrics back to it.
+
+    Returns the stored summary when that run had already completed, else ``None``.
+    """
+    config, path = state.config, state.checkpoint_path
+    if not path.exists():
+        if not config.quiet:
+            print(f"no checkpoint in {state.out}: starting a new run", file=sys.stderr)
+        return None
+    _load_checkpoint_into(state, load_checkpoint(path, state.fingerprint))
+    kept = _read_metrics(state.metrics_path, state.step)
+    atomic_write_bytes(state.metrics_path, "".join(line + "\n" for line in kept).encode())
+    if state.step >= config.steps and state.summary_path.exists():
+        summary = json.loads(state.summary_path.read_text())
+        if summary.get("status") == "completed":
+            return summary
+    return None
+
+
+def _load_checkpoint_into(state: RunState, saved: dict[str, Any]) -> None:
+    try:
+        state.model.load_state_dict(saved["model"])
+        state.optimizer.load_state_dict(saved["optimizer"])
+    except (RuntimeError, ValueError, KeyError) as err:
+        raise ValueError(
+            f"checkpoint {state.checkpoint_path} does not fit this model/optimizer ({err}); it "
+            "was left in place. Resume with the optimizer it was trained with, or use a new --out"
+        ) from err
+    state.scheduler.load_state_dict(saved["scheduler"])
+    state.generator.set_state(saved["data_generator"])
+    torch.set_rng_state(saved["torch_rng"])
+    state.step, state.elapsed_before = saved["step"], saved["elapsed"]
+    state.best_val, state.initial_val = saved["best_val"], saved["initial_val"]
+    state.last_val, state.last_accuracy = saved["last_val"], saved["last_accuracy"]
+
+
+def _start_fresh(state: RunState) -> None:
+    """Empty metrics, no summary; an earlier run's files go to ``NAME.previous.EXT``."""
+    out = state.out
+    if state.checkpoint_path.exists():
+        # A fresh start never destroys an earlier run.
+        for name in (CHECKPOINT_NAME, METRICS_NAME, SUMMARY_NAME, CONFIG_NAME):
+            path = out / name
+            if path.exists():
+                path.replace(path.with_name(f"{path.stem}.previous{path.suffix}"))
+        if not state.config.quiet:
+            print(
+                f"{out} held an earlier run: moved its checkpoint, metrics, summary and "
+                "config to *.previous.* there",
+                file=sys.stderr,
+            )
+    state.metrics_path.write_text("")
+    state.summary_path.unlink(missing_ok=True)  # a stale summary must not pass for this run's
+
+
+# ----------------------------------------------------------------------------- the steps
+
+
+def _run_steps(state: RunState, callback, should_stop) -> bool:
+    """Train up to ``config.steps``; ``True`` when ``should_stop`` ended the run early.
+
+    Metrics are buffered; they are flushed at every checkpoint and at the end. A divergence
+    becomes :class:`NonFiniteLossError`, anything unexpected a "failed" summary (re-raised).
+    """
+    state.start = time.perf_counter()
+    state.tokens_at_start = state.step * state.tokens_per_step
+    progress = _Progress(state)
+    with open(state.metrics_path, "a") as metrics_file, _SignalCatcher() as signals:
+        state.metrics_file = metrics_file
         try:
-            if step == 0 and config.eval_every:
-                initial_val, last_accuracy = evaluate(model, dataset, config.batch_size)
-                last_val = best_val = initial_val
-                row0 = {"step": 0, "tokens": 0, "val_loss": initial_val}
-                metrics_file.write(json.dumps({**row0, "val_accuracy": last_accuracy}) + "\n")
-
-            while step < config.steps:
-                lr = optimizer.param_groups[0]["lr"]
-                x, y = dataset.sample_batch(config.batch_size, generator)
-                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-                optimizer.zero_grad(set_to_none=True)
-                loss_total = torch.zeros((), device=device)
-                for xm, ym in zip(x.split(micro_batch), y.split(micro_batch)):
-                    loss = _loss(model, xm, ym) / config.grad_accum
-                    loss.backward()
-                    loss_total += loss.detach()
-                # One host sync per step: the finiteness check and the metrics need the value.
-                loss_sum = loss_total.item()
-                row: dict[str, Any] = {"step": step + 1, "tokens": (step + 1) * tokens_per_step}
-                row["train_loss"] = loss_sum
-                grad_norm = None
-                if config.clip is not None:
-                    grad_norm = float(nn.utils.clip_grad_norm_(model.parameters(), config.clip))
-                    row["grad_norm"] = grad_norm
-                if not math.isfinite(loss_sum) or (
-                    grad_norm is not None and not math.isfinite(grad_norm)
-                ):
-                    what = "loss" if not math.isfinite(loss_sum) else "gradient norm"
-                    raise _Diverged(step + 1, f"{what} {loss_sum if what == 'loss' else grad_norm}")
-                try:
-                    optimizer.step()
-                except FloatingPointError as err:  # e.g. optim's NonFiniteGradientError
-                    raise _Diverged(step + 1, f"gradient ({err})") from err
-                scheduler.step()
-                step += 1
-                last_train = loss_sum
-                if (config.eval_every and step % config.eval_every == 0) or step == config.steps:
-                    last_val, last_accuracy = evaluate(model, dataset, config.batch_size)
-                    if not math.isfinite(last_val):
-                        raise _Diverged(step, f"validation loss {last_val}")
-                    best_val = min(best_val, last_val)
-                    row["val_loss"] = last_val
-                    row["val_accuracy"] = last_accuracy
-                row["lr"] = lr
-                row["seconds"] = elapsed_before + (time.perf_counter() - start)
-                metrics_file.write(json.dumps(row) + "\n")
-                if callback is not None:
-                    callback(row)
-
-                now = time.perf_counter()
-                if not config.quiet and (now - bar_refreshed > 0.5 or step == config.steps):
-                    rate = (step * tokens_per_step - tokens_at_start) / (now - start)
-                    postfix = {"loss": f"{loss_sum:.3f}", rate_label: f"{rate:,.0f}"}
-                    if last_val is not None:
-                        postfix["val"] = f"{last_val:.3f}"
-                    bar.set_postfix(postfix, refresh=False)
-                    bar_refreshed = now
-                bar.update(1)
-
-                due = config.checkpoint_every and step % config.checkpoint_every == 0
-                if due or step == config.steps or signals.received is not None:
-                    if not _params_finite(model):
-                        raise _Diverged(step, "weight")
-                    checkpoint()
-                if signals.received is not None and step < config.steps:
-                    name = signal.Signals(signals.received).name
-                    message = (
-                        f"{name} received: checkpoint saved at step {step} in {checkpoint_path}; "
-                        "resume with --resume (resume=True)"
-                    )
-                    raise TrainingInterrupted(
-                        message, step, summary("interrupted", message=message)
-                    )
+            return _step_until_done(state, signals, progress, callback, should_stop)
         except _Diverged as diverged:
-            metrics_file.flush()
-            kept = (
-                f"the last good checkpoint {checkpoint_path} was kept"
-                if checkpoint_path.exists()
-                else "no checkpoint had been written yet"
-            )
-            message = (
-                f"non-finite {diverged.what} at step {diverged.step}: training stopped ({kept}). "
-                "Lower the learning rate, add --clip, or add warmup"
-            )
-            result = summary("diverged", diverged_step=diverged.step, message=message)
-            raise NonFiniteLossError(message, diverged.step, result) from None
+            raise _divergence_error(state, diverged) from None
         except Exception as err:
             # Anything unexpected: record it, keep the last checkpoint, let the caller see it.
-            summary("failed", message=f"{type(err).__name__}: {err}")
+            _write_summary(state, "failed", message=f"{type(err).__name__}: {err}")
             raise
         finally:
-            bar.close()
+            progress.close()
+            state.metrics_file = None
 
-    result = summary("completed")
-    if not config.keep_checkpoint:
-        checkpoint_path.unlink(missing_ok=True)
+
+def _step_until_done(
+    state: RunState, signals: _SignalCatcher, progress: _Progress, callback, should_stop
+) -> bool:
+    config = state.config
+    if state.step == 0 and config.eval_every:
+        _initial_evaluation(state)
+    while state.step < config.steps:
+        lr = state.optimizer.param_groups[0]["lr"]  # the rate this step uses
+        row = _training_step(state)
+        _evaluate_if_due(state, row)
+        _log_row(state, row, lr, callback)
+        stop = should_stop is not None and state.step < config.steps and bool(should_stop(row))
+        progress.update(state)
+        due = config.checkpoint_every and state.step % config.checkpoint_every == 0
+        if due or state.step == config.steps or signals.received is not None or stop:
+            _save_checkpoint(state)
+        if signals.received is not None and state.step < config.steps:
+            _interrupt(state, signals.received)
+        if stop:
+            return True
+    return False
+
+
+def _training_step(state: RunState) -> dict[str, Any]:
+    """One optimizer step (accumulated micro-batches, clipping, finiteness checks).
+
+    Returns the step's metrics row so far: ``step``, ``tokens``, ``train_loss``, ``grad_norm``.
+    """
+    config, step = state.config, state.step + 1
+    loss = _forward_backward(state)
+    row: dict[str, Any] = {"step": step, "tokens": step * state.tokens_per_step}
+    row["train_loss"] = loss
+    grad_norm = None
+    if config.clip is not None:
+        grad_norm = float(nn.utils.clip_grad_norm_(state.model.parameters(), config.clip))
+        row["grad_norm"] = grad_norm
+    if not math.isfinite(loss):
+        raise _Diverged(step, f"loss {loss}")
+    if grad_norm is not None and not math.isfinite(grad_norm):
+        raise _Diverged(step, f"gradient norm {grad_norm}")
+    try:
+        state.optimizer.step()
+    except FloatingPointError as err:  # e.g. optim's NonFiniteGradientError
+        raise _Diverged(step, f"gradient ({err})") from err
+    state.scheduler.step()
+    state.step, state.last_train = step, loss
+    return row
+
+
+def _forward_backward(state: RunState) -> float:
+    """Gradients of one batch, summed over ``grad_accum`` micro-batches; the mean loss."""
+    config, device = state.config, state.device
+    x, y = state.dataset.sample_batch(config.batch_size, state.generator)
+    x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+    state.optimizer.zero_grad(set_to_none=True)
+    loss_total = torch.zeros((), device=device)
+    micro_batch = config.batch_size // config.grad_accum
+    for xm, ym in zip(x.split(micro_batch), y.split(micro_batch)):
+        loss = _loss(state.model, xm, ym) / config.grad_accum
+        loss.backward()
+        loss_total += loss.detach()
+    # One host sync per step: the finiteness check and the metrics need the value.
+    return loss_total.item()
+
+
+# ----------------------------------------------------------------------------- evaluate and log
+
+
+def _initial_evaluation(state: RunState) -> None:
+    """The validation loss before any step, logged as the row ``step 0``."""
+    state.initial_val, state.last_accuracy = _evaluate(state)
+    state.last_val = state.best_val = state.initial_val
+    row = {"step": 0, "tokens": 0, "val_loss": state.initial_val}
+    state.metrics_file.write(json.dumps({**row, "val_accuracy": state.last_accuracy}) + "\n")
+
+
+def _evaluate_if_due(state: RunState, row: dict[str, Any]) -> None:
+    """Every ``eval_every`` steps and at the last: validation loss and accuracy into ``row``."""
+    config, step = state.config, state.step
+    if not ((config.eval_every and step % config.eval_every == 0) or step == config.steps):
+        return
+    state.last_val, state.last_accuracy = _evaluate(state)
+    if not math.isfinite(state.last_val):
+        raise _Diverged(step, f"validation loss {state.last_val}")
+    state.best_val = min(state.best_val, state.last_val)
+    row["val_loss"] = state.last_val
+    row["val_accuracy"] = state.last_accuracy
+
+
+def _evaluate(state: RunState) -> tuple[float, float]:
+    return evaluate(state.model, state.dataset, state.config.batch_size)
+
+
+def _log_row(state: RunState, row: dict[str, Any], lr: float, callback) -> None:
+    row["lr"] = lr
+    row["seconds"] = state.seconds()
+    state.metrics_file.write(json.dumps(row) + "\n")
+    if callback is not None:
+        callback(row)
+
+
+class _Progress:
+    """The tqdm bar: loss, throughput and last validation loss, refreshed twice a second."""
+
+    def __init__(self, state: RunState):
+        config = state.config
+        self.bar = tqdm(
+            total=config.steps,
+            initial=state.step,
+            disable=config.quiet,
+            desc=f"{config.model} {config.data}",
+            unit="step",
+            dynamic_ncols=True,
+        )
+        self.refreshed = state.start
+        self.rate_label = "tok/s" if state.dataset.kind == "text" else "img/s"  # image = token
+
+    def update(self, state: RunState) -> None:
+        now, config = time.perf_counter(), state.config
+        if not config.quiet and (now - self.refreshed > 0.5 or state.step == config.steps):
+            rate = (state.step * state.tokens_per_step - state.tokens_at_start) / (
+                now - state.start
+            )
+            postfix = {"loss": f"{state.last_train:.3f}", self.rate_label: f"{rate:,.0f}"}
+            if state.last_val is not None:
+                postfix["val"] = f"{state.last_val:.3f}"
+            self.bar.set_postfix(postfix, refresh=False)
+            self.refreshed = now
+        self.bar.update(1)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+# ----------------------------------------------------------------------------- checkpoint and end
+
+
+def _save_checkpoint(state: RunState) -> None:
+    """Flush the metrics and write the checkpoint atomically (refused if a weight is NaN/inf)."""
+    if not _params_finite(state.model):
+        raise _Diverged(state.step, "weight")
+    state.metrics_file.flush()
+    save_checkpoint(
+        state.checkpoint_path,
+        {
+            "config": state.fingerprint,
+            "step": state.step,
+            "elapsed": state.seconds(),
+            "model": state.model.state_dict(),
+            "optimizer": state.optimizer.state_dict(),
+            "scheduler": state.scheduler.state_dict(),
+            "data_generator": state.generator.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "best_val": state.best_val,
+            "initial_val": state.initial_val,
+            "last_val": state.last_val,
+            "last_accuracy": state.last_accuracy,
+        },
+    )
+
+
+def _write_summary(state: RunState, status: str, **extra) -> dict[str, Any]:
+    """The run's summary (see :func:`run`), written atomically to ``summary.json``."""
+    config = state.config
+    tokens = state.step * state.tokens_per_step
+    result = {
+        "status": status,
+        "steps": state.step,
+        "tokens": tokens,
+        # JSON has no NaN/inf: a non-finite loss is None (the status says why).
+        "final_val_loss": _finite_or_none(state.last_val),
+        "best_val_loss": _finite_or_none(state.best_val),
+        "initial_val_loss": _finite_or_none(state.initial_val),
+        "final_train_loss": _finite_or_none(state.last_train),
+        "final_val_accuracy": state.last_accuracy,
+        "params": state.params,
+        "non_embedding_params": state.non_embedding_params,
+        "flops_per_token": state.flops_per_token,
+        "flops_counting": "6 x (weights used per token) + attention, see models.py",
+        "total_flops": state.flops_per_token * tokens,
+        "wall_seconds": state.seconds(),
+        "tokens_per_second": (tokens - state.tokens_at_start)
+        / max(time.perf_counter() - state.start, 1e-9),
+        "model": config.model,
+        "data": config.data,
+        "optimizer": config.optimizer,
+        "custom_optimizer": state.custom_optimizer,
+        "lr": state.scheduler.base_lrs[0],
+        "out": str(state.out),
+        **extra,
+    }
+    if state.optimizer_fingerprint is not None:
+        result["optimizer_fingerprint"] = state.optimizer_fingerprint
+    atomic_write_json(state.summary_path, result)
     return result
+
+
+def _divergence_error(state: RunState, diverged: _Diverged) -> NonFiniteLossError:
+    """Write the "diverged" summary and return the error that tells the caller."""
+    state.metrics_file.flush()
+    kept = (
+        f"the last good checkpoint {state.checkpoint_path} was kept"
+        if state.checkpoint_path.exists()
+        else "no checkpoint had been written yet"
+    )
+    message = (
+        f"non-finite {diverged.what} at step {diverged.step}: training stopped ({kept}). "
+        "Lower the learning rate, add --clip, or add warmup"
+    )
+    result = _write_summary(state, "diverged", diverged_step=diverged.step, message=message)
+    return NonFiniteLossError(message, diverged.step, result)
+
+
+def _interrupt(state: RunState, signum: int) -> NoReturn:
+    """A signal arrived (the checkpoint is saved): write "interrupted" and raise."""
+    name = signal.Signals(signum).name
+    message = (
+        f"{name} received: checkpoint saved at step {state.step} in {state.checkpoint_path}; "
+        "resume with --resume (resume=True)"
+    )
+    summary = _write_summary(state, "interrupted", message=message)
+    raise TrainingInterrupted(message, state.step, summary)
 
 
 class _Diverged(Exception):
