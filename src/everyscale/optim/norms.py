@@ -390,7 +390,7 @@ class Spectral(_PolarMixin, Norm):
 
     def describe(self) -> str:
         label = "spectral" if self.scaling == "natural" else f"spectral({self.scaling})"
-        if self.method != "newton_schulz":
+        if self.method != "polar_express":  # the presets' default goes unsaid
             label += f"[{self.method}]"
         return label
 
