@@ -200,9 +200,12 @@ def gpt_muon(args: argparse.Namespace, peak: float, rates: dict[str, float]) -> 
         if name == "ours":
             polar = next(g for g in opt.param_groups if "method" in g["norm_kwargs"])
             print(f"muon polar factor: {polar['norm_kwargs']}")
-    torch_model = clone_with_gradients(model)
-    steps["torch"] = torch_muon_step(torch_model, weight_decay=0.0)
-    errors["torch"] = first_step_errors(torch_model, steps["torch"])  # also the warm-up step
+    if args.torch_muon:
+        torch_model = clone_with_gradients(model)
+        steps["torch"] = torch_muon_step(torch_model, weight_decay=0.0)
+        errors["torch"] = first_step_errors(torch_model, steps["torch"])  # also the warm-up
+    else:  # torch's bfloat16 steps can take minutes on a loaded machine
+        steps["torch"], errors["torch"] = (lambda: None), [float("nan")]
 
     # Each round: several of our (short) steps, one of torch's (possibly long) steps.
     ours_calls = max(1, args.reps // args.torch_muon_reps)
@@ -221,8 +224,9 @@ def gpt_muon(args: argparse.Namespace, peak: float, rates: dict[str, float]) -> 
         f"ours {max(errors['ours']):.4f}, ours float32 {max(errors['float32']):.4f}, "
         f"torch {max(errors['torch']):.4f}"
     )
-    print(f"muon_vs_torch_muon: {times['ours'] / times['torch']:.4f}")
-    print(f"muon_vs_torch_muon (float32): {times['float32'] / times['torch']:.4f}")
+    if args.torch_muon:
+        print(f"muon_vs_torch_muon: {times['ours'] / times['torch']:.4f}")
+        print(f"muon_vs_torch_muon (float32): {times['float32'] / times['torch']:.4f}")
     expected = sum(newton_schulz_flops(p.shape, 5) for p in hidden.values())
     print(
         f"muon step matmul FLOPs {flops['ours'] / 1e9:.2f} G (5 quintic steps on the block "
@@ -312,6 +316,13 @@ def main() -> int:
     parser.add_argument("--reps", type=int, default=10, help="timed steps for our optimizers")
     parser.add_argument(
         "--torch-muon-reps", type=int, default=3, help="timed torch.optim.Muon steps (default 3)"
+    )
+    parser.add_argument(
+        "--torch-muon",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="time torch.optim.Muon (--no-torch-muon: skip it; the muon_vs_torch_muon lines "
+        "are then meaningless)",
     )
     parser.add_argument("--adamw-reps", type=int, default=40, help="timed AdamW step pairs")
     parser.add_argument("--mm-size", type=int, default=2048, help="side of the reference mm")

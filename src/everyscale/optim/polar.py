@@ -226,7 +226,10 @@ def _start(x: Tensor, work_dtype: torch.dtype, norm_scale: float, eps: float) ->
             "check the gradient or momentum that was passed in"
         )
     denominators = norms * norm_scale + eps if norm_scale != 1.0 else norms + eps
-    return torch.div(stack, denominators)
+    # A contiguous result whatever the input's strides (a tall matrix arrives as a transposed
+    # view): bfloat16 products on transposed operands can leave the fast CPU kernels.
+    start = torch.empty(stack.shape, dtype=work_dtype, device=x.device)
+    return torch.div(stack, denominators, out=start)
 
 
 def _quintic_iteration(
