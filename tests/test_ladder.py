@@ -103,7 +103,7 @@ def test_planner_refuses_ladders_that_cannot_identify_the_law():
         make_plan("small", data="digits", count_params=hand_count)
     with pytest.raises(FileNotFoundError, match=r"--data.*check the path"):
         make_plan("small", data="/no/such/corpus.txt", count_params=hand_count)
-    with pytest.raises(ValueError, match=r"--preset.*scion"):
+    with pytest.raises(ValueError, match=r"--optimizer.*scion"):
         make_plan("small", preset="adam", count_params=hand_count)
     with pytest.raises(ValueError, match="attention heads"):
         make_plan("small", widths=(32, 50, 64), count_params=hand_count)
@@ -493,8 +493,8 @@ def test_cli_reports_bad_input_in_one_line(tmp_path, capsys):
     assert "--widths" in capsys.readouterr().err
     assert main(["ladder", "--budget", "tiny", "--target", "24", "--out", out]) == 2
     assert "--target" in capsys.readouterr().err
-    assert main(["ladder", "--budget", "tiny", "--preset", "nope", "--out", out]) == 2
-    assert "--preset" in capsys.readouterr().err
+    assert main(["ladder", "--budget", "tiny", "--optimizer", "nope", "--out", out]) == 2
+    assert "--optimizer" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()  # nothing is trained or written on bad input
 
 

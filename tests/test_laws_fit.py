@@ -114,14 +114,14 @@ def test_matches_a_plain_scipy_lbfgsb_fit(points, result):
 
 def test_lbfgsb_from_every_start_reaches_the_same_optimum(points, result):
     """The published procedure (L-BFGS-B from each start) and the default vectorized one agree."""
-    published = fit(points, start_grid=GRID, optimizer="lbfgsb")
+    published = fit(points, start_grid=GRID, solver="lbfgsb")
     assert published.diagnostics["optimizer"].startswith("L-BFGS-B (analytic gradient) from every")
     assert published.diagnostics["n_starts_at_best"] >= 2
     assert published.objective == pytest.approx(result.objective, rel=1e-9)
     for name, value in result.params.items():
         assert published.params[name] == pytest.approx(value, abs=PARAM_ATOL)
-    with pytest.raises(ValueError, match="optimizer must be one of"):
-        fit(points, start_grid=GRID, optimizer="bfgs")
+    with pytest.raises(ValueError, match="solver must be one of"):
+        fit(points, start_grid=GRID, solver="bfgs")
 
 
 def test_lone_start_and_bound_warnings():
@@ -184,9 +184,9 @@ def test_json_round_trip_keeps_full_precision(points, tmp_path):
 def test_from_json_errors_are_clear(tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         FitResult.from_json(tmp_path / "missing.json")
-    with pytest.raises(ValueError, match="lacks field 'params'"):
+    with pytest.raises(ValueError, match="lacks the field 'params'"):
         FitResult.from_json('{"law": "chinchilla"}')
-    with pytest.raises(ValueError, match="custom law 'mine'"):
+    with pytest.raises(ValueError, match="law 'mine', which is not built in"):
         FitResult.from_json(
             '{"law": "mine", "params": {}, "objective": 0, "n_points": 1, "diagnostics": {}}'
         )

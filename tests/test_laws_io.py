@@ -66,14 +66,13 @@ def test_embeddings_flag_is_recorded():
     assert load_points(ROWS, embeddings=False).parameter_count() == "N excludes embeddings"
     flagged = [{**r, "embeddings": "true"} for r in ROWS]
     assert load_points(flagged).embeddings is True
-    with pytest.raises(ValueError, match="contradicts"):
+    with pytest.raises(ValueError, match="says True but --no-embeddings"):
         load_points(flagged, embeddings=False)
 
 
 @pytest.mark.parametrize(
     ("rows", "message"),
     [
-        ([{"N": 1e8, "D": 1e9}], r"column\(s\) \['loss'\]"),
         ([{"N": 1e8, "D": 1e9, "loss": 3.0}, {"N": -1, "D": 1e9, "loss": 3.0}],
          r"column 'N' .* must be positive; non-positive values in rows \[1\]"),
         ([{"N": 1e8, "D": 1e9, "loss": 3.0}, {"N": 1e8, "D": 1e9, "loss": float("nan")}],
@@ -92,10 +91,14 @@ def test_bad_values_name_the_column_and_rows(rows, message):
 def test_bad_files(tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         load_points(tmp_path / "nope.csv")
-    bad = tmp_path / "p.txt"
+    bad = tmp_path / "p.xlsx"
     bad.write_text("N,D,loss\n")
-    with pytest.raises(ValueError, match=r"unknown file type '\.txt'"):
+    with pytest.raises(ValueError, match=r"unknown file type '\.xlsx'"):
         load_points(bad)
+    header_only = tmp_path / "p.txt"
+    header_only.write_text("N,D,loss\n")
+    with pytest.raises(ValueError, match=r"has a header .* but no data rows"):
+        load_points(header_only)
     broken = tmp_path / "p.jsonl"
     broken.write_text('{"N": 1}\n{oops\n')
     with pytest.raises(ValueError, match="line 2 is not valid JSON"):
@@ -115,6 +118,8 @@ def test_law_specific_input_errors():
         fit(rows[:4], "chinchilla")
     with pytest.raises(ValueError, match=r"needs column\(s\) \['error'\]"):
         fit(rows, "downstream_exp")
+    with pytest.raises(ValueError, match=r"law 'chinchilla' needs column\(s\) \['loss'\]"):
+        fit([{"N": r["N"], "D": r["D"]} for r in rows], "chinchilla")
     with pytest.raises(ValueError, match="needs column 'D'"):
         fit([{"N": r["N"], "loss": r["loss"]} for r in rows], "chinchilla")
     with pytest.raises(ValueError, match="huber_delta must be a positive"):

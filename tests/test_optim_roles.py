@@ -66,10 +66,23 @@ def test_roles_follow_forward_order_not_registration_order():
     }
 
 
-def test_without_example_input_registration_order_with_warning():
-    with pytest.warns(UserWarning, match="registration order"):
+def test_without_example_input_every_matrix_is_hidden_with_one_warning():
+    """Nothing tells which end is which: the safe geometry, and the guesses named once."""
+    with pytest.warns(UserWarning, match="stem.weight") as caught:
         roles = assign_roles(Reversed())
-    assert roles["head.weight"] == Role.INPUT  # the documented fallback, visibly wrong here
+    assert len([w for w in caught if "assign_roles" in str(w.message)]) == 1
+    assert "input layer or the head" in str(caught[0].message)
+    assert {roles[n] for n in ("head.weight", "middle.weight", "stem.weight")} == {Role.HIDDEN}
+    assert roles["scale"] == Role.VECTOR
+
+
+def test_sequential_structure_decides_without_warning():
+    seq = nn.Sequential(nn.Linear(5, 8), nn.ReLU(), nn.Sequential(nn.Linear(8, 8)), nn.Linear(8, 3))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        roles = assign_roles(seq)
+    assert [roles[f"{i}.weight"] for i in (0, 3)] == [Role.INPUT, Role.OUTPUT]
+    assert roles["2.0.weight"] == Role.HIDDEN
 
 
 def test_overrides_by_pattern_first_match_wins():
@@ -202,11 +215,12 @@ def test_describe_prints_and_returns_the_table(capsys):
         "lr",
         "effective",
         "lr",
+        "state",
     ]
     head = next(line for line in lines if line.startswith("head.weight"))
-    # effective lr = lr * radius * (1/d_in) = 0.01 * 3000 / 16
+    # effective lr = lr * radius * (1/d_in) = 0.01 * 3000 / 16; state: the momentum buffer
     assert head.split() == ["head.weight", "32x16", "output", "sign(1/d_in)", "3000",
-                            "constrained", "0.01", "1.875"]  # fmt: skip
+                            "constrained", "0.01", "1.875", "2.0", "KiB"]  # fmt: skip
     assert lines[2].startswith("embed.weight")  # rows in model order
     assert "colnorm(T)" in lines[2]
 
@@ -218,12 +232,12 @@ def test_cli_describe(capsys):
     cli.register(parser.add_subparsers())
     args = parser.parse_args(
         ["describe", "--model", "gpt", "--width", "16", "--depth", "1", "--shape", "heads=2",
-         "--preset", "muon", "--set", "adjust_lr_fn=match_rms_adamw", "--lr", "0.1"]
+         "--optimizer", "muon", "--option", "adjust_lr_fn=match_rms_adamw", "--lr", "0.1"]
     )  # fmt: skip
     assert args.func(args) == 0
     out = capsys.readouterr().out
     assert "spectral(muon_rms)" in out and "blocks.0.mlp.fc.weight" in out
-    bad = parser.parse_args(["describe", "--model", "gpt", "--set", "momentum=2"])
+    bad = parser.parse_args(["describe", "--model", "gpt", "--option", "momentum=2"])
     with pytest.raises(ValueError, match="momentum"):
         bad.func(bad)
     with pytest.raises(ValueError, match="--width must be a positive integer"):
@@ -287,3 +301,37 @@ def test_module_docstring_gives_every_preset_its_update():
         entry = doc.split(f"\n``{name}``", 1)  # a definition-list entry for each preset
         assert len(entry) == 2, name
         assert "W <-" in entry[1].split("\n``", 1)[0], name  # whose text has the update
+
+
+def test_a_new_preset_is_one_descriptor():
+    """register_preset: optimizer, scale's update family and the batch-size rule all read it."""
+    from dataclasses import dataclass
+
+    from everyscale.optim import PresetSpec, get_preset, register_preset
+    from everyscale.optim.registry import _REGISTRY
+    from everyscale.scale import update_family
+    from everyscale.train.schedules import batch_size_rule
+
+    @dataclass(frozen=True)
+    class PlainOptions:
+        momentum: float = 0.5
+        weight_decay: float = 0.0
+
+    def settings(lr, options, param):
+        return {"norm": "identity", "step": "sharp", "momentum_style": "heavy_ball",
+                "momentum": options.momentum, "weight_decay": options.weight_decay}  # fmt: skip
+
+    spec = PresetSpec("plain_test", 0.05, "linear", PlainOptions, settings, {"all": "identity"})
+    register_preset(spec)
+    try:
+        assert "plain_test" in PRESETS and get_preset("plain_test") is spec
+        opt = make_optimizer(_gpt(), "plain_test", momentum=0.25)
+        assert {(g["lr"], g["momentum"]) for g in opt.param_groups} == {(0.05, 0.25)}
+        assert update_family("plain_test") == "linear" and batch_size_rule("plain_test") == "linear"
+        with pytest.raises(ValueError, match="does not take radius; its options are"):
+            make_optimizer(_gpt(), "plain_test", radius=2.0)
+        with pytest.raises(ValueError, match="already registered"):
+            register_preset(spec)
+    finally:
+        del _REGISTRY["plain_test"]
+    assert "plain_test" not in PRESETS

@@ -46,6 +46,9 @@ PRESETS = [
     ("adamw", {"weight_decay": 0.1}),
     ("sgd", {"momentum": 0.9, "nesterov": True}),
     ("lion", {}),
+    ("shampoo", {"precondition_every": 2}),
+    ("soap", {"precondition_every": 2}),
+    ("normuon", {}),
 ]
 
 
@@ -129,7 +132,12 @@ def test_state_dict_stores_norms_as_plain_data():
     assert ("sign", "{'normalized': True}") in norms
     assert all(isinstance(g["norm"], str) for g in state["param_groups"])
     record = state["everyscale"]
-    assert (record["steps"], record["skipped_steps"], record["preset"]) == (0, 0, "scion")
+    assert (record["steps"], record["skipped_steps"], record["preconditioner_fallbacks"]) == (
+        0,
+        0,
+        0,
+    )
+    assert record["preset"] == "scion"
     assert record["polar_dtype"]["dtype"] in ("float32", "bfloat16")  # chosen for ns_dtype="auto"
 
 

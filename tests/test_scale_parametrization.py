@@ -221,11 +221,11 @@ def test_init_starts_biases_at_zero_and_gains_on_the_ball():
 
 
 def test_describe_with_a_base_shows_the_scale_plan(capsys):
-    """`describe(..., base=)` prints the plan: SGD's depth factor m_L^(2 alpha - 1) = 4 here."""
-    from everyscale.optim import describe
+    """`describe_plan` prints the plan: SGD's depth factor m_L^(2 alpha - 1) = 4 here."""
+    from everyscale.scale import describe_plan
 
     model = build_model("gpt", width=32, depth=8, heads=2, context=8, vocab=16)
-    text = describe(model, "sgd", base=BaseShape(width=32, depth=2), width=32, lr=0.01)
+    text = describe_plan(model, "sgd", BaseShape(width=32, depth=2), width=32, lr=0.01)
     assert "lr factor" in text and "residual_multiplier=0.25" in text
     rows = {line.split()[0]: line.split() for line in text.splitlines() if "weight" in line}
     assert rows["blocks.3.attn.q.weight"][-1] == "0.04"  # in a block: 0.01 * 4

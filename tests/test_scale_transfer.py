@@ -254,7 +254,11 @@ def test_cli_options_are_parsed_per_preset():
 
     got = parse_options(["scion.radius=1.0", "scion.ns_steps=7", "scion.nesterov=true"], ["scion"])
     assert got == {"scion": {"radius": 1.0, "ns_steps": 7, "nesterov": True}}
+    both = parse_options(["weight_decay=0", "adamw.eps=1e-6"], ["scion", "adamw"])
+    assert both == {"scion": {"weight_decay": 0}, "adamw": {"weight_decay": 0, "eps": 1e-6}}
     with pytest.raises(ValueError, match=r"PRESET\.KEY=VALUE"):
-        parse_options(["radius=1"], ["scion"])
-    with pytest.raises(ValueError, match="not among"):
+        parse_options([".radius=1"], ["scion"])
+    with pytest.raises(ValueError, match=r"--option expects KEY=VALUE"):
+        parse_options(["scion.radius"], ["scion"])
+    with pytest.raises(ValueError, match="not among --optimizers"):
         parse_options(["adamw.eps=1e-8"], ["scion"])

@@ -31,15 +31,15 @@ def test_flags_map_to_config_fields_and_defaults_stay():
 def test_config_file_then_flags_override_it(tmp_path):
     path = tmp_path / "base.json"
     TrainConfig(width=64, heads=8, lr=0.5, optimizer_options={"momentum": 0.9}).to_json(path)
-    args = parse(["--config", str(path), "--lr", "0.25", "--optimizer-option", "weight_decay=0.1"])
+    args = parse(["--config", str(path), "--lr", "0.25", "--option", "weight_decay=0.1"])
     config = train_cli.config_from_args(args)
     assert config.width == 64 and config.heads == 8 and config.lr == 0.25
     assert config.optimizer_options == {"momentum": 0.9, "weight_decay": 0.1}
 
 
 def test_bad_optimizer_option_names_the_flag():
-    with pytest.raises(ValueError, match="--optimizer-option expects KEY=VALUE"):
-        train_cli.config_from_args(parse(["--optimizer-option", "0.1"]))
+    with pytest.raises(ValueError, match="--option expects KEY=VALUE"):
+        train_cli.config_from_args(parse(["--option", "0.1"]))
 
 
 def test_train_writes_its_files_and_resumes(tmp_path, capsys):

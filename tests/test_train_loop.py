@@ -301,7 +301,7 @@ def test_a_fresh_run_moves_an_earlier_run_aside(tmp_path):
     run(tiny(tmp_path, steps=3, lr=0.01), optimizer_factory=adamw())
     for name in names:
         stem, suffix = name.split(".")
-        assert (tmp_path / "run" / f"{stem}.previous.{suffix}").read_bytes() == before[name]
+        assert (tmp_path / "run" / f"{stem}.previous-1.{suffix}").read_bytes() == before[name]
     assert [r["step"] for r in rows(tiny(tmp_path))] == [0, 1, 2, 3]
 
 

@@ -7,13 +7,12 @@ which exposes `register(subparsers)`; every subcommand sets `func(args) -> int`.
 from __future__ import annotations
 
 import argparse
-import ast
 import importlib
-import json
 import sys
-from typing import Any
+import warnings
 
 from everyscale import __version__
+from everyscale.cliargs import parse_value  # noqa: F401  (everyscale.cli.parse_value)
 
 # The modules that contribute subcommands, in the order `--help` lists them.
 COMMAND_MODULES = (
@@ -25,26 +24,15 @@ COMMAND_MODULES = (
 )
 
 
-def parse_value(raw: str) -> Any:
-    """The VALUE of a ``KEY=VALUE`` option, read the same way by every subcommand.
-
-    JSON first (``0.1``, ``true``, ``[0.9, 0.95]``), then a Python literal (``True``,
-    ``(0.9, 0.95)``), else the text itself (a bare word such as ``match_rms_adamw``).
-    """
-    try:
-        return json.loads(raw)
-    except json.JSONDecodeError:
-        pass
-    try:
-        return ast.literal_eval(raw)
-    except (ValueError, SyntaxError):
-        return raw
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="everyscale",
         description="Train neural networks at any scale: optimizers, scale transfer, scaling laws.",
+        epilog=(
+            "example:\n  everyscale ladder --budget small --out runs/ladder\n"
+            "  everyscale COMMAND --help   (each command's flags and an example)"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"everyscale {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -53,7 +41,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _format_warning(message, category, filename, lineno, line=None) -> str:
+    """Warnings for CLI users: one line, no source location."""
+    from everyscale.cliargs import EveryscaleDeprecationWarning
+
+    if issubclass(category, EveryscaleDeprecationWarning):
+        return ""  # the deprecated flag already printed its own line
+    return f"warning: {message}\n"
+
+
 def main(argv: list[str] | None = None) -> int:
+    previous_format = warnings.formatwarning
+    warnings.formatwarning = _format_warning
+    try:
+        return _main(argv)
+    finally:
+        warnings.formatwarning = previous_format
+
+
+def _main(argv: list[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

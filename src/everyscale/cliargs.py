@@ -22,6 +22,8 @@ example (``example_epilog``).
 from __future__ import annotations
 
 import argparse
+import ast
+import json
 import sys
 import warnings
 from collections.abc import Sequence
@@ -120,6 +122,39 @@ def add_option_flag(parser: argparse.ArgumentParser, *, per_optimizer: bool = Fa
         "betas=[0.9,0.95]); repeat for several"
         + ("; PRESET.KEY=VALUE applies to one optimizer only" if per_optimizer else ""),
     )
+
+
+def parse_value(raw: str) -> Any:
+    """The VALUE of a ``KEY=VALUE`` option, read the same way by every subcommand.
+
+    JSON first (``0.1``, ``true``, ``[0.9, 0.95]``), then a Python literal (``True``,
+    ``(0.9, 0.95)``), else the text itself (a bare word such as ``match_rms_adamw``).
+    """
+    try:
+        return json.loads(raw)
+    except (json.JSONDecodeError, RecursionError):
+        pass
+    try:
+        return ast.literal_eval(raw)
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+        return raw  # not a literal (``{[]: 1}``, nested too deep, ...): the text itself
+
+
+def parse_option(text: str, flag: str = "--option") -> tuple[str, Any]:
+    """``KEY=VALUE`` -> ``(KEY, value)``, the value read by :func:`parse_value`.
+
+    Raises ``ValueError`` naming ``flag`` when the ``=`` or the key is missing.
+    """
+    key, sep, raw = str(text).partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise ValueError(f"{flag} expects KEY=VALUE (e.g. {flag} weight_decay=0.1), got {text!r}")
+    return key, parse_value(raw.strip())
+
+
+def parse_options(items: Sequence[str] | None, flag: str = "--option") -> dict[str, Any]:
+    """Repeated ``KEY=VALUE`` flags as one dict (a later KEY wins)."""
+    return dict(parse_option(item, flag) for item in items or ())
 
 
 def example_epilog(*lines: str) -> str:

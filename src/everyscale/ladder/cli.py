@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from everyscale.cliargs import add_deprecated_alias, example_epilog, help_formatter
 from everyscale.ladder.plan import (
     BUDGETS,
     parse_int_list,
@@ -32,6 +33,12 @@ def register(subparsers) -> None:
             "held-out model to disk, then train it and report the error beside two naive "
             "predictions. Writes report.md, ladder.json and plots under --out."
         ),
+        epilog=example_epilog(
+            "everyscale ladder --budget small --optimizer scion --out runs/ladder",
+            "everyscale ladder --budget medium --widths 32,48,64 --tokens 512k,1M,2M "
+            "--target 144 --embeddings --out runs/ladder-medium",
+        ),
+        formatter_class=help_formatter(),
     )
     p.add_argument(
         "--budget",
@@ -41,7 +48,8 @@ def register(subparsers) -> None:
         "on a shared machine), medium (the reported run; ~11 min idle, 16 min shared), large "
         "(not run yet: hours); tiny is for tests",
     )
-    p.add_argument("--preset", default="scion", help="optimizer preset (default scion)")
+    p.add_argument("--optimizer", default="scion", help="optimizer preset (default scion)")
+    add_deprecated_alias(p, "--preset", "--optimizer", dest="optimizer")
     p.add_argument(
         "--data",
         default="stdlib",
@@ -61,7 +69,8 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
         "--embeddings",
-        action="store_true",
+        action=argparse.BooleanOptionalAction,
+        default=False,
         help="count the token embedding and output head in N (default: not, as Kaplan et al. 2020)",
     )
     p.add_argument("--out", default="runs/ladder", help="output folder (default runs/ladder)")
@@ -92,7 +101,7 @@ def main(args: argparse.Namespace) -> int:
     target_width, target_tokens = parse_target(args.target) if args.target else (None, None)
     plan = make_plan(
         args.budget,
-        preset=args.preset,
+        preset=args.optimizer,
         data=args.data,
         widths=widths,
         tokens=tokens,

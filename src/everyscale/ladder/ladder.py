@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import csv
+import io
 import json
 import math
 import multiprocessing
@@ -38,7 +39,7 @@ from tqdm.auto import tqdm
 
 from everyscale.ladder import naive
 from everyscale.ladder.plan import LadderPlan, RunSpec
-from everyscale.train.checkpoint import atomic_write_json
+from everyscale.train.checkpoint import atomic_write_json, atomic_write_text
 
 # The law the prediction comes from, and the one reported beside it.
 PRIMARY_LAW = "chinchilla"
@@ -72,13 +73,30 @@ def run_ladder(
     use it; it must be a module-level function when ``workers > 1``); by default each run is
     ``everyscale.train.run`` on the plan's GPT.
     Raises :class:`LadderError` (a ``ValueError``) when a run diverges or the law cannot be
-    fitted; ``ladder.json`` and ``report.md`` then describe the failure.
+    fitted; ``ladder.json`` and ``report.md`` then describe the failure. ``out`` is locked for
+    the ladder's life (:class:`everyscale.train.rundir.RunLock`): a second ladder on it is
+    refused (:class:`~everyscale.train.rundir.RunFolderLocked`, a ``ValueError``).
     """
-    from everyscale.ladder import report
+    from everyscale.train.rundir import RunLock
 
     if not isinstance(workers, int) or workers < 1:
         raise ValueError(f"--workers: must be a positive integer, got {workers!r}")
     out = Path(out)
+    with RunLock(out, flag="--out"):  # one ladder per folder; each of its runs locks its own
+        return _run_stages(plan, out, resume, progress, workers, train_fn)
+
+
+def _run_stages(
+    plan: LadderPlan,
+    out: Path,
+    resume: bool,
+    progress: bool,
+    workers: int,
+    train_fn: TrainFn | None,
+) -> dict:
+    """:func:`run_ladder`'s stages, with ``out`` locked."""
+    from everyscale.ladder import report
+
     _prepare_out(out, plan, resume)
     train_fn = train_fn or train_run
     result: dict = {"status": "running", "plan": plan.to_json(), "runs": []}
@@ -399,11 +417,12 @@ def choose_lr(sweep: list[dict]) -> tuple[float, str]:
 
 def write_points(path: Path, runs: list[dict]) -> Path:
     """The ladder as a points file the laws package reads: N, D, C, loss, run."""
-    with open(path, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["run", "N", "D", "C", "loss"])
-        for r in runs:
-            writer.writerow([r["name"], r["N"], r["D"], repr(r["C"]), repr(r["final_val_loss"])])
+    text = io.StringIO(newline="")
+    writer = csv.writer(text)
+    writer.writerow(["run", "N", "D", "C", "loss"])
+    for r in runs:
+        writer.writerow([r["name"], r["N"], r["D"], repr(r["C"]), repr(r["final_val_loss"])])
+    atomic_write_text(path, text.getvalue())
     return path
 
 

@@ -315,7 +315,7 @@ def default_lr(preset: str) -> float:
 
     if preset not in DEFAULT_LR:
         raise ValueError(
-            f"--preset: unknown preset {preset!r}; choose one of {', '.join(DEFAULT_LR)}"
+            f"--optimizer: unknown preset {preset!r}; choose one of {', '.join(DEFAULT_LR)}"
         )
     return DEFAULT_LR[preset]
 

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from everyscale.ladder.plan import LadderPlan, format_tokens
+from everyscale.train.checkpoint import atomic_save_figure, atomic_write_text
 
 PLOTS = ("loss_curves.png", "loss_vs_compute.png", "lr_sweep.png")
 
@@ -42,8 +43,8 @@ def write_all(out: Path, plan: LadderPlan, result: dict) -> None:
             plot_errors[name] = f"{type(err).__name__}: {err}"
     if plot_errors:
         result["plot_errors"] = plot_errors
-    (out / "ladder.json").write_text(json.dumps(_finite(result), indent=2) + "\n")
-    (out / "report.md").write_text(render_markdown(plan, result))
+    atomic_write_text(out / "ladder.json", json.dumps(_finite(result), indent=2) + "\n")
+    atomic_write_text(out / "report.md", render_markdown(plan, result))
 
 
 def _finite(value):
@@ -319,7 +320,7 @@ def plot_loss_curves(out: Path, result: dict) -> bool:
     if finals:  # keep the interesting part: from just below the best to the early losses
         axes[1].set_ylim(min(finals) * 0.97, min(top, max(finals) * 1.6))
     fig.tight_layout()
-    fig.savefig(out / "loss_curves.png", dpi=120)
+    atomic_save_figure(fig, out / "loss_curves.png", dpi=120)
     plt.close(fig)
     return True
 
@@ -353,7 +354,7 @@ def plot_lr_sweep(out: Path, result: dict) -> bool:
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(out / "lr_sweep.png", dpi=120)
+    atomic_save_figure(fig, out / "lr_sweep.png", dpi=120)
     plt.close(fig)
     return True
 
@@ -441,6 +442,6 @@ def plot_loss_vs_compute(out: Path, result: dict) -> bool:
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(out / "loss_vs_compute.png", dpi=120)
+    atomic_save_figure(fig, out / "loss_vs_compute.png", dpi=120)
     plt.close(fig)
     return True

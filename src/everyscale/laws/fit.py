@@ -30,9 +30,11 @@ can be reproduced, or the default checked, exactly as Hoffmann et al. and Besiro
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import json
 import math
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,8 +42,9 @@ from pathlib import Path
 import numpy as np
 from scipy.optimize import minimize
 
-from everyscale.laws.forms import Law, get_law
-from everyscale.laws.io import Points, check_for_law, load_points
+from everyscale.laws.constraints import Constraints, ReducedLaw, make_constraints, reduce_law
+from everyscale.laws.forms import Law, ObjectiveName, get_law
+from everyscale.laws.io import Points, atomic_write_text, check_for_law, load_points
 
 # ---------------------------------------------------------------------------------------------
 # The objective
@@ -328,27 +331,67 @@ def newton_decrement(
 # ---------------------------------------------------------------------------------------------
 
 
-def _complete_inputs(inputs: Mapping[str, object], needed: Sequence[str]) -> dict[str, np.ndarray]:
-    """Turn user inputs into broadcast float arrays; derive D, C, M like `load_points` does."""
+# How an input a law needs can be had from others: C = 6 N D, D = M N (as `load_points`).
+DERIVATIONS: dict[str, tuple[tuple[tuple[str, str], Callable], ...]] = {
+    "D": ((("C", "N"), lambda C, N: C / (6.0 * N)), (("M", "N"), lambda M, N: M * N)),
+    "C": ((("N", "D"), lambda N, D: 6.0 * N * D), (("N", "M"), lambda N, M: 6.0 * N * N * M)),
+    "M": ((("D", "N"), lambda D, N: D / N), (("C", "N"), lambda C, N: C / (6.0 * N * N))),
+}
+
+
+def _complete_inputs(
+    inputs: Mapping[str, object], needed: Sequence[str], law_name: str = "this law"
+) -> dict[str, np.ndarray]:
+    """The inputs a law needs as broadcast float arrays, derived as `load_points` does.
+
+    An input the law does not use (not even to derive one it does) is refused rather than
+    silently ignored: a prediction printed next to it would look as if it depended on it.
+    """
     X = {}
     for name, value in inputs.items():
-        arr = np.asarray(value, dtype=float)
+        try:
+            arr = np.asarray(value, dtype=float)
+        except (TypeError, ValueError):
+            raise ValueError(f"input {name}={value!r} must be a number") from None
         if not np.all(np.isfinite(arr)) or np.any(arr <= 0):
             raise ValueError(f"input {name}={value!r} must be positive and finite")
         X[name] = arr
-    if "D" not in X and "C" in X and "N" in X:
-        X["D"] = X["C"] / (6.0 * X["N"])
-    if "D" not in X and "M" in X and "N" in X:
-        X["D"] = X["M"] * X["N"]
-    if "C" not in X and "N" in X and "D" in X:
-        X["C"] = 6.0 * X["N"] * X["D"]
-    if "M" not in X and "N" in X and "D" in X:
-        X["M"] = X["D"] / X["N"]
-    missing = [n for n in needed if n not in X]
-    if missing:
-        raise ValueError(f"prediction needs input(s) {missing} (given: {sorted(inputs)})")
-    arrays = np.broadcast_arrays(*(X[n] for n in needed))
-    return {n: a for n, a in zip(needed, arrays)}
+    out, used = {}, set()
+    for name in needed:
+        if name in X:
+            out[name] = X[name]
+            used.add(name)
+            continue
+        for sources, derive in DERIVATIONS.get(name, ()):
+            if all(s in X for s in sources):
+                out[name] = derive(*(X[s] for s in sources))
+                used.update(sources)
+                break
+        else:
+            ways = " or ".join("+".join(s) for s, _ in DERIVATIONS.get(name, ()))
+            raise ValueError(
+                f"law {law_name!r} needs input {name}"
+                + (f" (or {ways})" if ways else "")
+                + f"; given: {sorted(inputs) or 'none'}"
+            )
+    unused = [n for n in X if n not in used]
+    if unused:
+        raise ValueError(
+            f"law {law_name!r} takes {', '.join(needed)}; input(s) {unused} are not used by it "
+            "(nor needed to derive its inputs): drop them"
+        )
+    arrays = np.broadcast_arrays(*(out[n] for n in needed))
+    return dict(zip(needed, arrays))
+
+
+def far_outside(value: np.ndarray, lo: float, hi: float) -> bool:
+    """True when `value` lies beyond the fitted range [lo, hi] by more than the range's own
+    width on a log scale (at least a factor of 2): an extrapolation further than the data."""
+    value = np.asarray(value, dtype=float)
+    width = max(math.log(hi / lo), math.log(2.0))
+    below = np.log(lo / np.min(value))
+    above = np.log(np.max(value) / hi)
+    return bool(max(below, above) > width)
 
 
 @dataclass
@@ -375,12 +418,21 @@ class FitResult:
     data: dict = field(default_factory=dict)
     law_options: dict = field(default_factory=dict)
     law_obj: Law | None = field(default=None, repr=False, compare=False)
+    constraints: dict = field(default_factory=dict)
+    target: str | None = None
 
     # -- the law and its parameters --------------------------------------------------------
     def get_law(self) -> Law:
+        """The law, with the target column it was fitted to (`fit(..., target=)`)."""
         if self.law_obj is None:
             self.law_obj = get_law(self.law, **self.law_options)
+        if self.target is not None and self.law_obj.target != self.target:
+            self.law_obj = dataclasses.replace(self.law_obj, target=self.target)
         return self.law_obj
+
+    def reduced_law(self) -> ReducedLaw:
+        """The law over the parameters that were fitted (not fixed, one per tied group)."""
+        return reduce_law(self.get_law(), Constraints.from_dict(self.constraints))
 
     @property
     def theta(self) -> np.ndarray:
@@ -388,24 +440,54 @@ class FitResult:
 
     def _evaluate(self, thetas: np.ndarray, inputs: Mapping[str, object]) -> np.ndarray:
         law = self.get_law()
-        X = _complete_inputs(inputs, law.inputs)
+        X = _complete_inputs(inputs, law.inputs, law.name)
         shape = next(iter(X.values())).shape
         flat = {k: v.ravel() for k, v in X.items()}
-        return law.predict(thetas, flat).reshape((len(thetas), *shape))
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            return law.predict(thetas, flat).reshape((len(thetas), *shape))
 
     def predict(self, **inputs) -> np.ndarray | float:
         """The law at the fitted parameters, e.g. `fit.predict(N=1.4e9, D=2.8e10)`.
 
-        Inputs broadcast; D may be replaced by C (D = C / (6 N)) or M (D = M N).
+        Inputs broadcast; D may be replaced by C (D = C / (6 N)) or M (D = M N). Inputs the
+        law does not use are refused; where the law has no finite prediction (an input
+        outside its domain, e.g. a loss below where an error law turns negative) a ValueError
+        says so. Far outside the fitted range (`far_outside`) a UserWarning is issued.
         """
-        out = self._evaluate(self.theta[None], inputs)[0]
+        out = self._evaluate(self.theta[None], inputs)[0]  # checks the inputs first
+        for message in self.extrapolation_warnings(inputs):
+            warnings.warn(message, UserWarning, stacklevel=2)
+        bad = ~np.isfinite(out)
+        if np.any(bad):
+            law = self.get_law()
+            where = ", ".join(f"{k}={np.asarray(v).ravel()[0]:g}" for k, v in inputs.items())
+            fitted = self.data.get("ranges", {})
+            span = "; ".join(f"{k} was fitted on [{lo:g}, {hi:g}]" for k, (lo, hi) in
+                             fitted.items() if k in law.inputs)  # fmt: skip
+            raise ValueError(
+                f"law {law.name!r} has no finite {law.target} at {where}: the input is outside "
+                f"the law's domain ({law.domain})" + (f"; {span}" if span else "")
+            )
         return float(out) if out.ndim == 0 else out
+
+    def extrapolation_warnings(self, inputs: Mapping[str, object]) -> list[str]:
+        """A sentence for each input far outside the range the law was fitted on."""
+        out = []
+        for name, (lo, hi) in self.data.get("ranges", {}).items():
+            if name in inputs and lo > 0 and far_outside(inputs[name], lo, hi):
+                out.append(
+                    f"{name}={np.asarray(inputs[name]).ravel()[0]:g} is far outside the fitted "
+                    f"range [{lo:g}, {hi:g}] of {name}: the prediction is an extrapolation "
+                    "beyond what the data span"
+                )
+        return out
 
     def prediction_samples(self, **inputs) -> np.ndarray:
         """The prediction under every bootstrap resample, shape (resamples, *input shape)."""
         if self.bootstrap_samples is None:
             raise ValueError(
-                "this fit has no bootstrap; refit with bootstrap=4000 to get intervals"
+                "this fit has no bootstrap; refit with --bootstrap 4000 "
+                "(Python: fit(..., bootstrap=4000)) for intervals"
             )
         return self._evaluate(self.bootstrap_samples, inputs)
 
@@ -421,6 +503,8 @@ class FitResult:
         out = {
             "law": self.law,
             "law_options": dict(self.law_options),
+            "target": self.get_law().target,
+            "constraints": dict(self.constraints),
             "params": dict(self.params),
             "derived": dict(self.derived),
             "ci": {k: list(v) for k, v in self.ci.items()},
@@ -438,58 +522,121 @@ class FitResult:
         return out
 
     def to_json(self, path: str | Path | None = None) -> str:
-        """JSON at full precision (Python writes the shortest repr that round-trips exactly)."""
-        text = json.dumps(_jsonable(self.to_dict()), indent=1)
+        """JSON at full precision (Python writes the shortest repr that round-trips exactly).
+
+        With `path`, the file is written atomically (a temporary file renamed into place).
+        """
+        text = json.dumps(jsonable(self.to_dict()), indent=1)
         if path is not None:
-            Path(path).write_text(text)
+            atomic_write_text(path, text)
         return text
 
     @classmethod
     def from_json(cls, source: str | Path | Mapping, law: Law | None = None) -> FitResult:
-        """Read `to_json` output: a JSON string, a file path, or the parsed dict.
+        """Read `to_json` output (`everyscale fit --json`): a JSON string, a path or a dict.
 
-        A fit of a custom law needs that law passed as `law=`.
+        A fit of a custom law needs that law passed as `law=`. A file that is not a fit, or
+        whose law, parameters or bootstrap samples do not match each other, is refused with
+        what is wrong.
         """
-        if isinstance(source, Mapping):
-            d = dict(source)
-        else:
-            text = str(source)
-            if not text.lstrip().startswith("{"):
-                path = Path(source)
-                if not path.exists():
-                    raise FileNotFoundError(
-                        f"fit file {str(path)!r} does not exist; run `everyscale fit` first"
-                    )
-                text = path.read_text()
-            try:
-                d = json.loads(text)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"fit JSON is not valid JSON: {err}") from None
+        d = dict(source) if isinstance(source, Mapping) else _read_fit_json(source)
         for key in ("law", "params", "objective", "n_points", "diagnostics"):
             if key not in d:
-                raise ValueError(f"fit JSON lacks field {key!r}; is this the output of to_json()?")
-        boot = dict(d.get("bootstrap", {}))
+                raise ValueError(
+                    f"the fit JSON lacks the field {key!r}: is it a file written by "
+                    "`everyscale fit --json` (FitResult.to_json)?"
+                )
+        boot = dict(d.get("bootstrap") or {})
         samples = boot.pop("samples", None)
         if law is None and d["law"] not in _builtin_names():
             raise ValueError(
-                f"the fit uses the custom law {d['law']!r}; "
-                "pass it: FitResult.from_json(..., law=...)"
+                f"the fit uses the law {d['law']!r}, which is not built in (built in: "
+                f"{', '.join(sorted(_builtin_names()))}); for a custom law pass it: "
+                "FitResult.from_json(..., law=...)"
             )
-        return cls(
+        result = cls(
             law=d["law"],
-            params={k: float(v) for k, v in d["params"].items()},
-            objective=float(d["objective"]),
+            params=_float_dict(d["params"], "params"),
+            objective=_float(d["objective"]),
             n_points=int(d["n_points"]),
-            diagnostics=d["diagnostics"],
+            diagnostics=dict(d["diagnostics"]),
             loss=d.get("loss", "huber"),
             huber_delta=float(d.get("huber_delta", 1e-3)),
             derived={k: _float(v) for k, v in d.get("derived", {}).items()},
             ci={k: [_float(x) for x in v] for k, v in d.get("ci", {}).items()},
             ci_level=float(d.get("ci_level", 0.95)),
-            bootstrap_samples=None if samples is None else np.array(samples, dtype=float),
+            bootstrap_samples=None if samples is None else _samples(samples),
             bootstrap_info=boot,
             data=d.get("data", {}),
             law_options=d.get("law_options", {}),
+            law_obj=law,
+            constraints=d.get("constraints") or {},
+            target=d.get("target"),
+        )
+        result.check()
+        return result
+
+    def check(self) -> None:
+        """Raise ValueError when the parameters or samples do not fit the law."""
+        law = self.get_law()
+        names = list(law.param_names)
+        if sorted(self.params) != sorted(names):
+            missing = [p for p in names if p not in self.params]
+            unknown = [p for p in self.params if p not in names]
+            raise ValueError(
+                f"the fit's parameters do not match law {law.name!r} (which has {names}): "
+                + ", ".join(
+                    part
+                    for part in (
+                        f"missing {missing}" if missing else "",
+                        f"unknown {unknown}" if unknown else "",
+                    )
+                    if part
+                )
+            )
+        if not all(math.isfinite(v) for v in self.params.values()):
+            raise ValueError(f"the fit's parameters are not all finite: {self.params}")
+        if self.bootstrap_samples is not None and (
+            self.bootstrap_samples.ndim != 2 or self.bootstrap_samples.shape[1] != len(names)
+        ):
+            raise ValueError(
+                f"the fit's bootstrap samples have shape {self.bootstrap_samples.shape}, but "
+                f"law {law.name!r} has {len(names)} parameters: refit with --bootstrap"
+            )
+
+    @classmethod
+    def from_params(
+        cls, law: str | Law, params: Mapping[str, float], *, law_options: Mapping | None = None
+    ) -> FitResult:
+        """A law at given constants, e.g. published ones, without fitting.
+
+        Names may be the fitter's (`a`) or the published ones (`A = e^a`), see
+        `Law.natural_to_params`: `FitResult.from_params("chinchilla", dict(E=1.69, A=406.4,
+        B=410.7, alpha=0.34, beta=0.28))`.
+        """
+        law = get_law(law, **dict(law_options or {}))
+        internal = law.natural_to_params(params, what="params")
+        missing = [n for p, n in zip(law.param_names, law.natural_names) if p not in internal]
+        if missing:
+            raise ValueError(
+                f"params: law {law.name!r} needs {', '.join(law.natural_names)}; missing "
+                f"{', '.join(missing)}"
+            )
+        internal = {p: internal[p] for p in law.param_names}
+        return cls(
+            law=law.name,
+            params=internal,
+            objective=math.nan,
+            n_points=0,
+            diagnostics={"warnings": [], "given_params": True},
+            loss=law.default_loss,
+            derived={k: float(v) for k, v in law.derived_values(internal).items()},
+            data={
+                "source": "given parameters",
+                "formula": law.formula,
+                "source_paper": law.source,
+            },
+            law_options=dict(law.options),
             law_obj=law,
         )
 
@@ -511,7 +658,53 @@ def _flops_note(points: Points) -> str:
 
 def _float(value) -> float:
     """JSON null (how non-finite values are stored) back to NaN."""
-    return math.nan if value is None else float(value)
+    if value is None:
+        return math.nan
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"the fit JSON holds {value!r} where a number belongs") from None
+
+
+def _float_dict(values, what: str) -> dict[str, float]:
+    if not isinstance(values, Mapping):
+        raise ValueError(f"the fit JSON's {what!r} must be an object {{name: value}}")
+    return {str(k): _float(v) for k, v in values.items()}
+
+
+def _samples(samples) -> np.ndarray:
+    try:
+        return np.array([[_float(x) for x in row] for row in samples], dtype=float)
+    except TypeError:
+        raise ValueError("the fit JSON's bootstrap samples must be a list of lists") from None
+
+
+def _read_fit_json(source: str | Path) -> dict:
+    """A fit file (or JSON text) as a dict, with a clear error for anything else."""
+    text = str(source)
+    if not text.lstrip().startswith("{"):
+        path = Path(source).expanduser()
+        if path.is_dir():
+            hint = " (it holds fit.json: give that)" if (path / "fit.json").exists() else ""
+            raise ValueError(f"fit file {str(source)!r} is a folder{hint}; give the JSON file "
+                             "`everyscale fit --json FILE` wrote")  # fmt: skip
+        if not path.exists():
+            raise FileNotFoundError(
+                f"fit file {str(path)!r} does not exist; write one with "
+                "`everyscale fit DATA --json FILE`"
+            )
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise ValueError(f"fit file {str(path)!r} is not a JSON text file") from None
+    try:
+        d = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"fit file {str(source)[:200]!r} is not valid JSON: {err}") from None
+    if not isinstance(d, dict):
+        raise ValueError(f"fit file {str(source)[:200]!r} holds a JSON {type(d).__name__}, "
+                         "not a fit object")  # fmt: skip
+    return d
 
 
 def _builtin_names() -> set[str]:
@@ -520,14 +713,14 @@ def _builtin_names() -> set[str]:
     return set(LAWS)
 
 
-def _jsonable(obj):
+def jsonable(obj):
     """Convert numpy scalars/arrays to Python floats/lists; non-finite floats become null."""
     if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
+        return {str(k): jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
+        return [jsonable(v) for v in obj]
     if isinstance(obj, np.ndarray):
-        return _jsonable(obj.tolist())
+        return jsonable(obj.tolist())
     if isinstance(obj, (np.floating, float)):
         return float(obj) if math.isfinite(obj) else None
     if isinstance(obj, np.integer):
@@ -551,20 +744,39 @@ def percentile_interval(samples: np.ndarray, level: float) -> tuple[np.ndarray, 
 # ---------------------------------------------------------------------------------------------
 
 
-def prepare(points: Points | str | Path | list, law: str | Law, law_options: Mapping | None = None):
-    """Load and validate points for a law: returns (points, law, X, y)."""
+def prepare(
+    points: Points | str | Path | list,
+    law: str | Law,
+    law_options: Mapping | None = None,
+    target: str | None = None,
+):
+    """Load and validate points for a law: returns (points, law, X, y).
+
+    `target` names the column the law predicts when it is not the law's own (`loss` for loss
+    laws, `error` for downstream laws); the returned law carries it.
+    """
     if not isinstance(points, Points):
         points = load_points(points)
     law = get_law(law, **dict(law_options or {}))
+    if target is not None and target != law.target:
+        law = dataclasses.replace(law, target=str(target))
     check_for_law(points, law.inputs, law.target, law.name, law.n_params)
     X = {name: points[name] for name in law.inputs}
     return points, law, X, points[law.target]
 
 
-OPTIMIZERS = {
+SOLVERS = {
     "lm": "vectorized Levenberg-Marquardt/IRLS over all starts, then L-BFGS-B polish",
     "lbfgsb": "L-BFGS-B (analytic gradient) from every start, then L-BFGS-B polish",
 }
+OPTIMIZERS = SOLVERS  # the old name of the table, kept for one release
+
+
+def objective_text(loss: str, huber_delta: float, target: str) -> str:
+    """What is minimized, in the law's own words (its target: loss, error, ...)."""
+    if loss == "huber":
+        return f"Huber (delta = {huber_delta:g}) on log residuals of the {target}"
+    return f"least squares on the {target}"
 
 
 @single_threaded_blas
@@ -575,13 +787,17 @@ def fit(
     huber_delta: float = 1e-3,
     bootstrap: int = 0,
     seed: int = 0,
-    loss: str = "huber",
+    loss: ObjectiveName | None = None,
     start_grid: Mapping[str, Sequence[float]] | None = None,
     level: float = 0.95,
     rtol: float = 1e-6,
     n_polish: int = 3,
     law_options: Mapping | None = None,
-    optimizer: str = "lm",
+    solver: str = "lm",
+    fixed: Mapping[str, float] | None = None,
+    tie: Mapping[str, str] | Sequence | None = None,
+    target: str | None = None,
+    optimizer: str | None = None,
 ) -> FitResult:
     """Fit a scaling law by the Chinchilla procedure (module docstring), optionally bootstrapped.
 
@@ -590,25 +806,77 @@ def fit(
         law: a built-in law name (`everyscale.laws.forms.LAWS`) or a `Law` (e.g. `custom_law`).
         huber_delta: Huber threshold on log residuals (Hoffmann et al. 2022 use 1e-3).
         bootstrap: number of bootstrap resamples (0: none); resamples whole runs.
-        loss: "huber" (on log residuals) or "lsq" (least squares on the loss).
+        loss: "huber" (on log residuals) or "lsq" (least squares on the target); None: the
+            law's own default (`Law.default_loss`, with its source in `default_loss_source`:
+            Huber for Chinchilla-type laws, least squares for Gadre et al.'s laws).
         start_grid: overrides for some parameters' start values (the rest keep the law's grid).
         rtol: a start "reached the best" when its objective is within rtol (relative) of it.
         n_polish: how many of the best distinct end points are polished by L-BFGS-B.
         law_options: options of a built-in law, e.g. {"chance_error": 0.25}.
-        optimizer: how every start is optimized. "lm" (default): all starts at once by the
+        solver: how every start is optimized. "lm" (default): all starts at once by the
             vectorized Levenberg-Marquardt/IRLS of `batched_lm`; "lbfgsb": scipy's L-BFGS-B with
             the analytic gradient from each start in turn (Hoffmann et al. 2022 App. D.2,
             Besiroglu et al. 2024 §2). Either way the best distinct end points are then
             polished by L-BFGS-B and the best polished one is returned.
+        fixed: parameters held at given values, by the fitter's or the published names
+            (`{"alpha": 0.34}`, `{"E": 1.69}` for e = log 1.69); see `constraints`.
+        tie: parameters fitted as one, e.g. `{"beta": "alpha"}` or `["alpha=beta"]`.
+        target: the column the law predicts, when it is not named as the law's target.
+        optimizer: the old name of `solver` (deprecated).
     """
-    if optimizer not in OPTIMIZERS:
-        raise ValueError(f"optimizer must be one of {list(OPTIMIZERS)}, got {optimizer!r}")
-    points, law, X, y = prepare(points, law, law_options)
-    objective = Objective(law, X, y, loss, huber_delta)
+    if optimizer is not None:
+        warnings.warn("fit(optimizer=) is deprecated; use fit(solver=)", FutureWarning, 2)
+        solver = optimizer
+    if solver not in SOLVERS:
+        raise ValueError(f"solver must be one of {list(SOLVERS)}, got {solver!r}")
+    points, law, X, y = prepare(points, law, law_options, target)
+    loss = law.default_loss if loss is None else loss
+    constraints = make_constraints(law, fixed, tie)
+    reduced = reduce_law(law, constraints)
+    if start_grid is not None:  # starts for fixed or tied-away parameters have no use
+        held = set(law.param_names) - set(reduced.law.param_names)
+        start_grid = {k: v for k, v in start_grid.items() if k not in held}
+    objective = Objective(reduced.law, X, y, loss, huber_delta)
+    best, search = _search(objective, reduced.law, start_grid, rtol, n_polish, solver)
+    fit_warnings = _fit_warnings(points, law, reduced.law, best, search, rtol, objective)
+    theta = reduced.expand(best.theta[None])[0]
+    params = {name: float(v) for name, v in zip(law.param_names, theta)}
+    derived = {k: float(v) for k, v in law.derived_values(params).items()}
+    diagnostics = {
+        "optimizer": SOLVERS[solver],
+        **search["diagnostics"],
+        "warnings": fit_warnings,
+        "fitted_params": list(reduced.law.param_names),
+        "local_optima": reduced.expand(np.array([r.theta for r in search["polished"]])).tolist(),
+    }
+    result = FitResult(
+        law=law.name,
+        params=params,
+        objective=best.objective,
+        n_points=len(points),
+        diagnostics=diagnostics,
+        loss=loss,
+        huber_delta=float(huber_delta),
+        derived=derived,
+        ci_level=level,
+        data=_provenance(points, law, loss, huber_delta),
+        law_options=dict(law.options),
+        law_obj=law,
+        constraints={} if constraints.empty else constraints.to_dict(),
+        target=None if target is None else law.target,
+    )
+    if bootstrap:
+        from everyscale.laws.bootstrap import bootstrap as run_bootstrap
+
+        result = run_bootstrap(points, result, n_resamples=bootstrap, seed=seed, level=level)
+    return result
+
+
+def _search(objective: Objective, law: Law, start_grid, rtol: float, n_polish: int, solver: str):
+    """Every start of the grid optimized, the best distinct end points polished (step 1-2)."""
     lower, upper = law.bound_arrays()
     starts = law.grid(start_grid)
-
-    if optimizer == "lm":
+    if solver == "lm":
         ends, f_ends, iters, converged = batched_lm(objective, starts, lower, upper, ftol=1e-10)
     else:
         runs = [polish(objective, start, lower, upper) for start in np.clip(starts, lower, upper)]
@@ -620,7 +888,7 @@ def fit(
     if not np.isfinite(f_ends[order[0]]):
         raise ValueError(
             f"law {law.name!r}: the prediction is not positive and finite from any start; "
-            "check the data's units or give a start_grid near plausible values"
+            "check the data's units or give a start grid near plausible values (--start-grid)"
         )
     # Polish the best distinct end points (distinct: differing by > 1e-4 in some parameter).
     chosen: list[int] = []
@@ -633,91 +901,86 @@ def fit(
         (polish(objective, ends[i], lower, upper) for i in chosen), key=lambda r: r.objective
     )
     best = polished[0]
-
-    tolerance = rtol * abs(best.objective) + 1e-300
-    at_best = f_ends <= best.objective + tolerance
-    n_at_best = int(np.sum(at_best))
+    at_best = f_ends <= best.objective + rtol * abs(best.objective) + 1e-300
     pg = projected_gradient(best.gradient, best.theta, lower, upper)
-    spread = (
-        ends[at_best].max(axis=0) - ends[at_best].min(axis=0)
-        if n_at_best
-        else np.zeros(law.n_params)
-    )
-    warnings = []
-    if n_at_best <= 1:
-        warnings.append(
-            f"only {n_at_best} of {len(starts)} starts reached the best objective "
-            f"within rtol={rtol}: the optimum may be fragile; widen the start grid or check data"
-        )
-    on_bound = [
-        name
-        for name, v, lo, hi in zip(law.param_names, best.theta, lower, upper)
-        if np.isclose(v, lo, rtol=0, atol=1e-8) or np.isclose(v, hi, rtol=0, atol=1e-8)
-    ]
-    if on_bound:
-        warnings.append(f"parameter(s) {on_bound} sit on a bound: the law may not fit these data")
-    grad_norm_relative = float(np.linalg.norm(pg) / max(abs(best.objective), 1e-300))
-    decrement = newton_decrement(objective, best.theta, lower, upper)
-    # L-BFGS-B may stop with ABNORMAL when no further decrease is representable; what matters is
-    # whether one more (IRLS) Newton step could still lower the objective noticeably.
-    if not decrement <= 1e-8:
-        warnings.append(
-            f"the fit may not have converged: one more Newton step would lower the objective by "
-            f"{decrement:.2e} of its value (L-BFGS-B: {best.message})"
-        )
-
-    if law.name.startswith("kaplan") and points.embeddings:
-        warnings.append(
-            "Kaplan et al. 2020 count non-embedding parameters; these N include embeddings"
-        )
-    params = {name: float(v) for name, v in zip(law.param_names, best.theta)}
-    derived = {k: float(v) for k, v in law.derived_values(params).items()}
+    spread = ends[at_best].max(axis=0) - ends[at_best].min(axis=0) if at_best.any() else 0 * pg
     diagnostics = {
-        "optimizer": OPTIMIZERS[optimizer],
         "n_starts": len(starts),
         "n_starts_finite": int(np.sum(np.isfinite(f_ends))),
-        "n_starts_at_best": n_at_best,
+        "n_starts_at_best": int(np.sum(at_best)),
         "rtol": rtol,
         "n_polished": len(polished),
         "iterations_median": float(np.median(iters)),
         "n_starts_converged": int(np.sum(converged)),
         "grad_norm": float(np.linalg.norm(pg)),
-        "grad_norm_relative": grad_norm_relative,
-        "newton_decrement_relative": decrement,
+        "grad_norm_relative": float(np.linalg.norm(pg) / max(abs(best.objective), 1e-300)),
+        "newton_decrement_relative": newton_decrement(objective, best.theta, lower, upper),
         "lbfgsb_iterations": best.iterations,
         "lbfgsb_message": best.message,
         "param_spread_at_best": dict(zip(law.param_names, map(float, spread))),
-        "on_bound": on_bound,
-        "warnings": warnings,
     }
+    return best, {"diagnostics": diagnostics, "polished": polished}
+
+
+def _fit_warnings(points, law, fitted_law, best, search, rtol, objective) -> list[str]:
+    """What a reader of the fit should know: fragile optimum, bounds, convergence, data."""
+    diag = search["diagnostics"]
+    out = []
+    n_at_best, n_starts = diag["n_starts_at_best"], diag["n_starts"]
+    if n_at_best <= 1:
+        out.append(
+            f"only {n_at_best} of {n_starts} starts reached the best objective "
+            f"within rtol={rtol}: the optimum may be fragile; widen the start grid or check data"
+        )
+    lower, upper = fitted_law.bound_arrays()
+    on_bound = [  # only fitted parameters: a fixed one sits where it was put
+        name
+        for name, v, lo, hi in zip(fitted_law.param_names, best.theta, lower, upper)
+        if np.isclose(v, lo, rtol=0, atol=1e-8) or np.isclose(v, hi, rtol=0, atol=1e-8)
+    ]
+    diag["on_bound"] = on_bound
+    if on_bound:
+        out.append(f"parameter(s) {on_bound} sit on a bound: the law may not fit these data")
+    decrement = diag["newton_decrement_relative"]
+    # L-BFGS-B may stop with ABNORMAL when no further decrease is representable; what matters is
+    # whether one more (IRLS) Newton step could still lower the objective noticeably.
+    if not decrement <= 1e-8:
+        out.append(
+            f"the fit may not have converged: one more Newton step would lower the objective by "
+            f"{decrement:.2e} of its value (L-BFGS-B: {best.message})"
+        )
+    constant = points.constant_columns(law.inputs)
+    if constant:
+        out.append(
+            f"input column(s) {constant} hold one value in every row: the law's dependence on "
+            "them cannot be identified from these data"
+        )
+    if law.name.startswith("kaplan") and points.embeddings:
+        out.append("Kaplan et al. 2020 count non-embedding parameters; these N include embeddings")
+    return out
+
+
+def _provenance(points: Points, law: Law, loss: str, huber_delta: float) -> dict:
+    """Where the data came from and what was fitted to them, for the report and the JSON."""
+    about_n_and_flops = bool({"N", "D", "C", "M"} & set(law.inputs))
+    flop_note = ("6 N D", "C / (6 N)", "(no C column)")
     data = {
         "source": points.source,
         "inputs": list(law.inputs),
         "target": law.target,
-        "parameter_count": points.parameter_count(),
-        "flops": _flops_note(points),
-        "notes": list(points.notes),
+        "notes": [
+            n for n in points.notes if about_n_and_flops or not any(f in n for f in flop_note)
+        ],
         "n_runs": len(np.unique(points.run)),
+        "run_ids": sorted(set(points.run.tolist())) if points.run_ids_given else None,
+        "ranges": {n: [float(points[n].min()), float(points[n].max())] for n in law.inputs},
         "formula": law.formula,
         "source_paper": law.source,
+        "objective": objective_text(loss, huber_delta, law.target),
+        "objective_is_default": loss == law.default_loss,
+        "objective_source": law.default_loss_source,
     }
-    result = FitResult(
-        law=law.name,
-        params=params,
-        objective=best.objective,
-        n_points=len(points),
-        diagnostics=diagnostics,
-        loss=loss,
-        huber_delta=float(huber_delta),
-        derived=derived,
-        ci_level=level,
-        data=data,
-        law_options=dict(law.options),
-        law_obj=law,
-    )
-    result.diagnostics["local_optima"] = [r.theta.tolist() for r in polished]
-    if bootstrap:
-        from everyscale.laws.bootstrap import bootstrap as run_bootstrap
-
-        result = run_bootstrap(points, result, n_resamples=bootstrap, seed=seed, level=level)
-    return result
+    if about_n_and_flops:  # notes about N and FLOPs concern such laws only
+        data["parameter_count"] = points.parameter_count()
+        data["flops"] = _flops_note(points)
+    return data

@@ -21,8 +21,18 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
+
+ObjectiveName = Literal["huber", "lsq"]
+
+# The objective each law is fitted with unless the caller says otherwise, with its source.
+HUBER_LOG = (
+    "Hoffmann et al. 2022 (App. D.2) and Besiroglu et al. 2024 (§2) fit by Huber, delta 1e-3, "
+    "on log residuals"
+)
+GADRE_LSQ = "Gadre et al. 2024 fit by least squares (scipy curve_fit in their released code)"
 
 LogModel = Callable[
     [np.ndarray, Mapping[str, np.ndarray], bool], tuple[np.ndarray, np.ndarray | None]
@@ -39,6 +49,11 @@ class Law:
     `beta / (alpha + beta)`); the bootstrap reports percentile intervals on them too.
     `options` holds the constants the law was built with (e.g. the chance error of the sigmoid),
     so that a saved fit can rebuild it with `get_law(name, **options)`.
+    `default_loss` is the objective the law is fitted with unless the caller picks another
+    (`default_loss_source` says who fits it that way). `log_params` maps a fitted parameter that
+    is the logarithm of a published constant to that constant's name (`a` -> `A`), so that
+    constants can be given in the units papers print (`natural_to_params`). `domain` says
+    where the law's prediction is defined, for the error raised outside it.
     """
 
     name: str
@@ -53,6 +68,10 @@ class Law:
     derived: Callable[[Mapping[str, np.ndarray]], dict[str, np.ndarray]] | None = None
     options: Mapping[str, float] = field(default_factory=dict)
     builtin: bool = True
+    default_loss: ObjectiveName = "huber"
+    default_loss_source: str = HUBER_LOG
+    log_params: Mapping[str, str] = field(default_factory=dict)
+    domain: str = "the prediction is positive and finite"
 
     def __post_init__(self) -> None:
         missing = [p for p in self.param_names if p not in self.start_grid]
@@ -103,6 +122,50 @@ class Law:
             lower[i] = -np.inf if lo is None else lo
             upper[i] = np.inf if hi is None else hi
         return lower, upper
+
+    @property
+    def natural_names(self) -> tuple[str, ...]:
+        """The parameters in the units papers print (`A` for `a = log A`, ...)."""
+        return tuple(self.log_params.get(p, p) for p in self.param_names)
+
+    def natural_to_params(self, values: Mapping[str, float], what: str = "params") -> dict:
+        """Constants named either way (`A=406.4` or `a=6.0`) as the fitter's parameters."""
+        by_natural = {self.log_params.get(p, p): p for p in self.param_names}
+        out: dict[str, float] = {}
+        for name, value in values.items():
+            value = float(value)
+            if name in self.param_names:
+                key, internal = name, value
+            elif name in by_natural:
+                key = by_natural[name]
+                if not value > 0:
+                    raise ValueError(
+                        f"{what}: {name}={value:g} must be positive (the law uses log {name})"
+                    )
+                internal = float(np.log(value))
+            else:
+                raise ValueError(
+                    f"{what}: law {self.name!r} has no parameter {name!r}; its parameters are "
+                    f"{', '.join(self.natural_names)}"
+                    + (
+                        f" (or, as fitted, {', '.join(self.param_names)})"
+                        if self.log_params
+                        else ""
+                    )
+                )
+            if key in out:
+                raise ValueError(f"{what}: parameter {name!r} is given twice")
+            if not np.isfinite(internal):
+                raise ValueError(f"{what}: {name}={value!r} must be a finite number")
+            out[key] = internal
+        return out
+
+    def params_to_natural(self, params: Mapping[str, float]) -> dict[str, float]:
+        """The fitted parameters in published units (`a` -> `A = exp(a)`)."""
+        return {
+            self.log_params.get(p, p): float(np.exp(v)) if p in self.log_params else float(v)
+            for p, v in params.items()
+        }
 
     def derived_values(self, params: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         return {} if self.derived is None else self.derived(params)
@@ -219,6 +282,7 @@ def chinchilla() -> Law:
         bounds={"alpha": (0.0, None), "beta": (0.0, None)},
         log_model=_chinchilla_log_model,
         derived=_chinchilla_derived,
+        log_params={"a": "A", "b": "B", "e": "E"},
     )
 
 
@@ -259,6 +323,7 @@ def compute_law() -> Law:
         bounds={"alpha": (0.0, None)},
         log_model=_compute_log_model,
         derived=lambda p: {"A": np.exp(p["a"]), "E": np.exp(p["e"])},
+        log_params={"a": "A", "e": "E"},
     )
 
 
@@ -292,6 +357,8 @@ def _kaplan(variable: str, table_values: str) -> Law:
         bounds={exponent: (0.0, None)},
         log_model=log_model,
         derived=lambda p: {f"{variable}_c": np.exp(p[log_scale])},
+        log_params={log_scale: f"{variable}_c"},
+        default_loss_source=HUBER_LOG + " (Kaplan et al. 2020 do not state their objective)",
     )
 
 
@@ -364,6 +431,9 @@ def overtrain() -> Law:
         bounds={"eta": (None, 0.0)},
         log_model=_overtrain_log_model,
         derived=lambda p: {"E": np.exp(p["e"]), "a": np.exp(p["log_a"]), "b": np.exp(p["log_b"])},
+        log_params={"e": "E", "log_a": "a", "log_b": "b"},
+        default_loss="lsq",
+        default_loss_source=GADRE_LSQ,
     )
 
 
@@ -418,8 +488,12 @@ def data_constrained() -> Law:
             "e": [-0.5, 0.0, 0.5],
             "alpha": [0.25, 0.5, 1.0],
             "beta": [0.25, 0.5, 1.0],
-            "log_rd_star": [1.0, 3.0],
-            "log_rn_star": [1.0, 3.0],
+            # The repetition constants make a surface with several minima (Muennighoff et al.
+            # 2023 publish R_D* = 15.4, R_N* = 5.3): R* from e^0.5 = 1.6 to e^3.5 = 33, four
+            # values each (16 pairs, up from 4). With the base held fixed (their two-stage
+            # fit, `fixed=`), these 16 are the whole grid.
+            "log_rd_star": [0.5, 1.5, 2.5, 3.5],
+            "log_rn_star": [0.5, 1.5, 2.5, 3.5],
         },
         bounds={
             "alpha": (1e-6, None),
@@ -433,6 +507,14 @@ def data_constrained() -> Law:
             "R_D_star": np.exp(p["log_rd_star"]),
             "R_N_star": np.exp(p["log_rn_star"]),
         },
+        log_params={
+            "a": "A",
+            "b": "B",
+            "e": "E",
+            "log_rd_star": "R_D_star",
+            "log_rn_star": "R_N_star",
+        },
+        default_loss_source=HUBER_LOG + ", as Muennighoff et al. 2023 do",
     )
 
 
@@ -474,6 +556,9 @@ def downstream_exp() -> Law:
         },
         bounds={"eps": (0.0, None), "k": (0.0, None), "gamma": (0.0, None)},
         log_model=_downstream_exp_log_model,
+        default_loss="lsq",
+        default_loss_source=GADRE_LSQ,
+        domain="the error eps - k exp(-gamma L) is positive, i.e. L > ln(k / eps) / gamma",
     )
 
 
@@ -487,9 +572,7 @@ def downstream_sigmoid(chance_error: float = 0.75) -> Law:
     (Dubey et al. 2024, §3.2.1); Gadre et al. 2024 (§4) use the exponential form instead.
     `chance_error` is fixed, not fitted.
     """
-    chance = float(chance_error)
-    if not (0.0 < chance <= 1.0):
-        raise ValueError(f"chance_error must be in (0, 1], got {chance_error!r}")
+    chance = _chance(chance_error)
 
     def log_model(theta, X, jacobian):
         floor, k, l0 = _split(theta)
@@ -526,7 +609,65 @@ def downstream_sigmoid(chance_error: float = 0.75) -> Law:
         bounds={"floor": (0.0, chance), "k": (0.0, None)},
         log_model=log_model,
         options={"chance_error": chance},
+        default_loss="lsq",
+        default_loss_source="least squares, as Gadre et al. 2024 fit their error law (Dubey "
+        "et al. 2024 do not state their objective)",
     )
+
+
+def compute_sigmoid(chance_error: float = 0.75) -> Law:
+    """Compute to downstream error as a sigmoid in log compute (Ruan et al. 2024, §3, eq. 2-3):
+
+        Err(C) = floor + (chance - floor) / (1 + (C / C0)^k)
+
+    i.e. accuracy is a sigmoid of `k (log C - log C0)` scaled between chance and `1 - floor`,
+    the compute-based form Ruan et al. 2024 fit to public models of one family (their
+    observational laws replace log C by a capability measure from benchmarks). Fitted: `floor`,
+    `k`, `log_c0` (C0 = e^log_c0 is the compute where the error is halfway to the floor).
+    `chance_error` is fixed, not fitted (0.75 for 4-way multiple choice).
+    """
+    chance = _chance(chance_error)
+
+    def log_model(theta, X, jacobian):
+        floor, k, log_c0 = _split(theta)
+        x = k * (np.log(X["C"]) - log_c0)
+        s = 0.5 * (1.0 - np.tanh(0.5 * x))  # 1 / (1 + e^x), overflow-free
+        err = floor + (chance - floor) * s
+        with np.errstate(invalid="ignore", divide="ignore"):
+            log_err = np.where(err > 0, np.log(np.where(err > 0, err, 1.0)), np.nan)
+        return log_err, None
+
+    return Law(
+        name="compute_sigmoid",
+        formula=f"Err(C) = floor + ({chance} - floor) / (1 + (C / C0)^k)",
+        source="Ruan et al. 2024 (observational scaling laws), §3 eq. 2-3",
+        param_names=("floor", "k", "log_c0"),
+        inputs=("C",),
+        target="error",
+        start_grid={
+            "floor": [0.0, 0.1, 0.3],
+            "k": [0.25, 0.5, 1.0, 2.0],
+            "log_c0": [40.0, 45.0, 50.0, 55.0, 60.0],
+        },
+        bounds={"floor": (0.0, chance), "k": (0.0, None)},
+        log_model=log_model,
+        derived=lambda p: {"C0": np.exp(p["log_c0"])},
+        options={"chance_error": chance},
+        default_loss="lsq",
+        default_loss_source="Ruan et al. 2024 fit by least squares (scipy curve_fit in their "
+        "released code)",
+        log_params={"log_c0": "C0"},
+    )
+
+
+def _chance(chance_error: float) -> float:
+    chance = float(chance_error)
+    if not (0.0 < chance <= 1.0):
+        raise ValueError(
+            f"chance_error must be in (0, 1] (the error of a random guess, e.g. 0.75 for "
+            f"4-way multiple choice), got {chance_error!r}"
+        )
+    return chance
 
 
 # ---------------------------------------------------------------------------------------------
@@ -545,6 +686,7 @@ def custom_law(
     bounds: Bounds | None = None,
     formula: str = "user-defined",
     source: str = "user-defined",
+    default_loss: ObjectiveName = "huber",
 ) -> Law:
     """A law from a Python function `func(params, X) -> prediction` (must be positive).
 
@@ -583,6 +725,8 @@ def custom_law(
         bounds=dict(bounds or {}),
         target=target,
         builtin=False,
+        default_loss=default_loss,
+        default_loss_source="the objective custom_law(default_loss=) names",
     )
 
 
@@ -596,6 +740,7 @@ LAWS: dict[str, Callable[..., Law]] = {
     "data_constrained": data_constrained,
     "downstream_exp": downstream_exp,
     "downstream_sigmoid": downstream_sigmoid,
+    "compute_sigmoid": compute_sigmoid,
 }
 
 

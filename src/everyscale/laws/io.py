@@ -13,8 +13,12 @@ of rows dropped is recorded in `Points.notes`.
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import io
 import json
+import os
+import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,8 +33,10 @@ class Points:
     """Validated columns of scaling-law data.
 
     `columns` maps a column name to a float array (all of length `n`); `run` holds the run id of
-    each point (every point its own run when the file has no `run` column). `embeddings` records
-    whether N counts embedding parameters (None: not stated); `notes` says what loading did.
+    each point (every point its own run when the file has no `run` column: `run_ids_given` is
+    False). `embeddings` records whether N counts embedding parameters (None: not stated);
+    `notes` says what loading did; `text_columns` maps each non-numeric column that was set
+    aside to an example of its values.
     """
 
     columns: dict[str, np.ndarray]
@@ -38,6 +44,8 @@ class Points:
     embeddings: bool | None = None
     notes: list[str] = field(default_factory=list)
     source: str = "records"
+    text_columns: dict[str, str] = field(default_factory=dict)
+    run_ids_given: bool = False
 
     def __len__(self) -> int:
         return len(self.run)
@@ -61,11 +69,20 @@ class Points:
             embeddings=self.embeddings,
             notes=list(self.notes),
             source=self.source,
+            text_columns=dict(self.text_columns),
+            run_ids_given=self.run_ids_given,
         )
 
     def require(self, names: Sequence[str], why: str) -> None:
         """Raise a ValueError naming the columns in `names` that are missing."""
         missing = [n for n in names if n not in self.columns]
+        text = [n for n in missing if n in self.text_columns]
+        if text:
+            example = self.text_columns[text[0]]
+            raise ValueError(
+                f"{why} needs numeric column(s) {text}, but in {self.source} they hold text "
+                f"(e.g. {example!r}); give numbers"
+            )
         if missing:
             raise ValueError(
                 f"{why} needs column(s) {missing}, but {self.source} has only "
@@ -74,27 +91,30 @@ class Points:
 
     def parameter_count(self) -> str:
         if self.embeddings is None:
-            return "unspecified (say whether N counts embeddings: load_points(..., embeddings=))"
+            return (
+                "unspecified: say whether N counts embedding parameters (command line: "
+                "--embeddings or --no-embeddings; Python: load_points(..., embeddings=True))"
+            )
         return "N includes embedding parameters" if self.embeddings else "N excludes embeddings"
 
+    def constant_columns(self, names: Sequence[str]) -> list[str]:
+        """Those of `names` that hold one value in every row (nothing to fit against)."""
+        return [
+            n for n in names if n in self.columns and len(self) > 1 and np.ptp(self.columns[n]) == 0
+        ]
 
-def _read_records(path: Path) -> list[dict]:
+
+TEXT_SUFFIXES = (".csv", ".tsv", ".txt", ".jsonl", ".ndjson", ".json")
+EXPECTED = (
+    "expected a CSV with a header line (e.g. N,D,loss) and one row per point, JSON lines "
+    '(one {"N": ..., "D": ..., "loss": ...} per line), a JSON list of such objects, or '
+    'columnar JSON {"N": [...], "D": [...], "loss": [...]}'
+)
+
+
+def _read_records(path: Path) -> tuple[list[dict], list[str]]:
+    """The file's rows as dicts, and notes on how it was read (format guessed from content)."""
     suffix = path.suffix.lower()
-    if suffix == ".csv":
-        with path.open(newline="") as handle:
-            return list(csv.DictReader(handle))
-    if suffix in (".jsonl", ".ndjson", ".json"):
-        text = path.read_text()
-        if suffix == ".json" and text.lstrip().startswith("["):
-            return json.loads(text)
-        records = []
-        for lineno, line in enumerate(text.splitlines(), start=1):
-            if line.strip():
-                try:
-                    records.append(json.loads(line))
-                except json.JSONDecodeError as err:
-                    raise ValueError(f"{path}: line {lineno} is not valid JSON: {err}") from None
-        return records
     if suffix in (".parquet", ".pq"):
         try:
             import pyarrow.parquet as pq
@@ -102,10 +122,146 @@ def _read_records(path: Path) -> list[dict]:
             raise ValueError(
                 "reading Parquet needs pyarrow: pip install 'everyscale[parquet]'"
             ) from err
-        return pq.read_table(path).to_pylist()
-    raise ValueError(
-        f"{path}: unknown file type {suffix!r}; use .csv, .jsonl (JSON lines) or .parquet"
-    )
+        try:
+            return pq.read_table(path).to_pylist(), []
+        except Exception as err:  # pyarrow raises its own types for a damaged file
+            raise ValueError(f"{path} is not a readable Parquet file: {err}") from None
+    if path.is_dir():
+        raise ValueError(f"{path} is a folder; give the data file (CSV, JSON lines, Parquet)")
+    if suffix not in TEXT_SUFFIXES:
+        raise ValueError(
+            f"{path}: unknown file type {suffix!r}; use .csv, .jsonl (JSON lines), .json or "
+            ".parquet"
+        )
+    try:
+        text = path.read_bytes().decode("utf-8-sig")  # -sig: a UTF-8 byte-order mark is dropped
+    except UnicodeDecodeError as err:
+        raise ValueError(
+            f"{path} is not UTF-8 text (byte {err.start} is {path.read_bytes()[err.start]:#04x}); "
+            "save it as UTF-8 (or give a .parquet file)"
+        ) from None
+    if not text.strip():
+        raise ValueError(f"{path} is empty; {EXPECTED}")
+    looks_like_json = text.lstrip()[:1] in ("{", "[")
+    if looks_like_json:
+        records = _json_records(text, path)
+        notes = [f"{path.name} holds JSON, read as such"] if suffix in (".csv", ".tsv") else []
+        return records, notes
+    if suffix in (".jsonl", ".ndjson", ".json"):
+        first = text.lstrip().splitlines()[0][:40]
+        raise ValueError(f"{path} does not hold JSON (it starts with {first!r}); {EXPECTED}")
+    return _csv_records(text, path)
+
+
+def _no_duplicate_keys(pairs: list[tuple[str, object]]) -> dict:
+    keys = [k for k, _ in pairs]
+    twice = sorted({k for k in keys if keys.count(k) > 1})
+    if twice:
+        raise ValueError(f"duplicated key(s) {twice}")
+    return dict(pairs)
+
+
+def _json_records(text: str, path: Path) -> list[dict]:
+    try:
+        doc = json.loads(text, object_pairs_hook=_no_duplicate_keys)
+    except json.JSONDecodeError:
+        doc = None  # perhaps JSON lines
+    except ValueError as err:
+        raise ValueError(f"{path}: {err}; each column must appear once") from None
+    if doc is None:
+        doc = []
+        for lineno, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                doc.append(json.loads(line, object_pairs_hook=_no_duplicate_keys))
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{path}: line {lineno} is not valid JSON: {err}") from None
+            except ValueError as err:
+                raise ValueError(f"{path}: line {lineno}: {err}; each column once") from None
+    if isinstance(doc, dict):
+        return _columnar_records(doc, path)
+    if not isinstance(doc, list):
+        raise ValueError(f"{path} holds a single JSON {type(doc).__name__}; {EXPECTED}")
+    for i, record in enumerate(doc):
+        if not isinstance(record, dict):
+            raise ValueError(
+                f"{path}: item {i} is a JSON {type(record).__name__}, not an object with "
+                f"named values; {EXPECTED}"
+            )
+    return doc
+
+
+def _columnar_records(doc: dict, path: Path) -> list[dict]:
+    """{"N": [...], "loss": [...]} (columns of equal length) as one dict per row."""
+    lengths = {k: len(v) if isinstance(v, list) else None for k, v in doc.items()}
+    if not doc or any(n is None for n in lengths.values()):
+        scalars = [k for k, n in lengths.items() if n is None]
+        raise ValueError(
+            f"{path} holds one JSON object whose keys {scalars or list(doc)} are not lists; "
+            f"{EXPECTED}"
+        )
+    if len(set(lengths.values())) > 1:
+        raise ValueError(f"{path}: columnar JSON needs lists of one length, got lengths {lengths}")
+    n = next(iter(lengths.values()))
+    return [{k: v[i] for k, v in doc.items()} for i in range(n)]
+
+
+def _csv_records(text: str, path: Path) -> tuple[list[dict], list[str]]:
+    """CSV with its delimiter found from the header line (`,` `;` tab `|`), spaces stripped."""
+    lines = [line for line in text.splitlines() if line.strip()]
+    header_line = lines[0]
+    counts = {d: header_line.count(d) for d in (",", ";", "\t", "|")}
+    delimiter = max(counts, key=counts.get) if max(counts.values()) else ","
+    notes = [] if delimiter == "," else [f"{path.name}: fields separated by {delimiter!r}"]
+    rows = list(csv.reader(io.StringIO("\n".join(lines)), delimiter=delimiter))
+    header = [h.strip() for h in rows[0]]
+    if any(not h for h in header):
+        raise ValueError(
+            f"{path}: the header {header} has an empty column name (column "
+            f"{header.index('') + 1}); name every column"
+        )
+    twice = sorted({h for h in header if header.count(h) > 1})
+    if twice:
+        raise ValueError(
+            f"{path}: column(s) {twice} appear more than once in the header {header}; keep one "
+            "of each (which one holds the data you mean?)"
+        )
+    if len(rows) == 1:
+        raise ValueError(f"{path} has a header {header} but no data rows")
+    if len(header) == 1 and not _is_number(header[0]) and "," not in header_line:
+        notes.append(f"{path.name}: one column only ({header[0]!r})")
+    records = []
+    for lineno, row in enumerate(rows[1:], start=2):
+        if len(row) != len(header):
+            raise ValueError(
+                f"{path}: line {lineno} has {len(row)} field(s) but the header has "
+                f"{len(header)} {header}; fields are separated by {delimiter!r}"
+            )
+        records.append({h: v.strip() for h, v in zip(header, row)})
+    return records, notes
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    """Write `text` to `path` atomically: a temporary file in the same folder, fsync'ed, then
+    renamed over `path` (`os.replace`), so a reader never sees a half-written file.
+
+    The laws package sits below `train` and imports no torch, so it keeps this small writer
+    instead of `everyscale.train.checkpoint.atomic_write_json`.
+    """
+    path = Path(path)
+    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    return path
 
 
 def _rows_text(rows: np.ndarray) -> str:
@@ -119,11 +275,18 @@ def _to_float_column(name: str, values: list, source: str) -> np.ndarray:
     bad = []
     for i, v in enumerate(values):
         try:
-            out[i] = float(v) if v not in (None, "") else np.nan
-        except (TypeError, ValueError):
+            out[i] = np.nan if v is None or v == "" or isinstance(v, bool) else float(v)
+        except (TypeError, ValueError, OverflowError):
             bad.append(i)
     if bad:
-        raise ValueError(f"column {name!r} in {source}: non-numeric values in {_rows_text(bad)}")
+        example = values[bad[0]]
+        hint = ""
+        if isinstance(example, str) and _is_number(example.replace(",", ".")):
+            hint = f"; {example!r} has a decimal comma: export the file with decimal points"
+        raise ValueError(
+            f"column {name!r} in {source}: non-numeric values in {_rows_text(bad)} "
+            f"(e.g. {example!r}){hint}"
+        )
     return out
 
 
@@ -135,9 +298,12 @@ def load_points(
 ) -> Points:
     """Read and validate data points from a file (CSV, JSON lines, Parquet) or a list of dicts.
 
-    Columns: `loss`, and for laws in N and D: `N` and `D` or `C`; optional `run`, `U`, `M`,
-    `lr`, `error`, `embeddings` (a constant true/false column saying whether N counts
-    embeddings; or pass `embeddings=`).
+    Columns: the target (`loss`, or `error` for downstream laws, or any column `fit(target=)`
+    names), and for laws in N and D: `N` and `D` or `C`; optional `run`, `U`, `M`, `lr`,
+    `embeddings` (a constant true/false column saying whether N counts embeddings; or pass
+    `embeddings=`). Files people have are read as they are: a UTF-8 byte-order mark, spaces
+    after delimiters, `;`, tab or `|` delimiters (found from the header line), columnar JSON
+    `{"N": [...], ...}`, and JSON in a file named `.csv`; a column named twice is refused.
     Raises ValueError naming the column and rows for missing, non-numeric, non-finite or
     non-positive values.
     """
@@ -145,17 +311,16 @@ def load_points(
         path = Path(path_or_records)
         if not path.exists():
             raise FileNotFoundError(f"data file {str(path)!r} does not exist; check the path")
-        records = _read_records(path)
+        records, notes = _read_records(path)
         source = str(path)
     else:
-        records = [dict(r) for r in path_or_records]
+        records, notes = [_as_record(r) for r in path_or_records], []
         source = "records"
     if not records:
         raise ValueError(f"{source} holds no data points; give at least one row")
 
-    names = list(dict.fromkeys(k for r in records for k in r))
+    names = list(dict.fromkeys(str(k) for r in records for k in r))
     raw = {name: [r.get(name) for r in records] for name in names}
-    notes: list[str] = []
 
     if "embeddings" in raw:
         flags = {str(v).strip().lower() for v in raw.pop("embeddings")}
@@ -164,7 +329,9 @@ def load_points(
         file_flag = flags.pop() in ("true", "1")
         if embeddings is not None and embeddings != file_flag:
             raise ValueError(
-                f"embeddings={embeddings} contradicts the 'embeddings' column in {source}"
+                f"the 'embeddings' column in {source} says {file_flag} but "
+                f"{'--embeddings' if embeddings else '--no-embeddings'} (embeddings="
+                f"{embeddings}) was given; drop one of them"
             )
         embeddings = file_flag
 
@@ -172,14 +339,29 @@ def load_points(
     run_ids = np.array(
         [str(i) for i in range(len(records))] if run is None else [str(r) for r in run]
     )
-    columns = {}
+    columns, text_columns = {}, {}
     for name, values in raw.items():
         if name in POSITIVE_COLUMNS or all(_is_number(v) for v in values):
             columns[name] = _to_float_column(name, values, source)
+        else:
+            text_columns[name] = next(str(v) for v in values if not _is_number(v))
+    if not columns:
+        raise ValueError(
+            f"{source} has no numeric column (found {names}, e.g. {records[0]}); {EXPECTED}"
+        )
 
-    points = Points(columns=columns, run=run_ids, embeddings=embeddings, notes=notes, source=source)
-    points.require(["loss"], "every scaling-law data set")
+    points = Points(
+        columns=columns,
+        run=run_ids,
+        embeddings=embeddings,
+        notes=notes,
+        source=source,
+        text_columns=text_columns,
+        run_ids_given=run is not None,
+    )
     _check_values(points, [c for c in POSITIVE_COLUMNS if c in columns])
+    for name in points.constant_columns([c for c in POSITIVE_COLUMNS if c in columns]):
+        notes.append(f"column {name!r} is constant ({columns[name][0]:g} in every row)")
 
     if "N" in columns and ("D" in columns or "C" in columns):
         if "D" not in columns:
@@ -203,10 +385,20 @@ def load_points(
     return points
 
 
+def _as_record(record) -> dict:
+    if not isinstance(record, Mapping):
+        raise ValueError(
+            f"each record must be a dict of column values, got {type(record).__name__}"
+        )
+    return dict(record)
+
+
 def _is_number(value) -> bool:
+    if isinstance(value, bool):
+        return False
     try:
         float(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return False
     return True
 

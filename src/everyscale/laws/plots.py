@@ -90,7 +90,10 @@ def plot_residuals(fit: FitResult, points: Points, path: str | Path) -> Path:
 def plot_bootstrap(fit: FitResult, path: str | Path) -> Path:
     """Histogram of each parameter over the bootstrap resamples, with the fit and interval."""
     if fit.bootstrap_samples is None:
-        raise ValueError("this fit has no bootstrap samples; refit with bootstrap=4000")
+        raise ValueError(
+            "this fit has no bootstrap samples; refit with --bootstrap 4000 "
+            "(Python: fit(..., bootstrap=4000))"
+        )
     names = list(fit.params)
     fig, axes = plt.subplots(1, len(names), figsize=(3 * len(names), 3), squeeze=False)
     for ax, j, name in zip(axes[0], range(len(names)), names):

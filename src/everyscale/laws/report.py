@@ -7,7 +7,7 @@ full precision, and is what `everyscale predict` / `allocate` read.
 from __future__ import annotations
 
 from everyscale.laws.allocate import Allocation
-from everyscale.laws.fit import FitResult
+from everyscale.laws.fit import FitResult, objective_text
 from everyscale.laws.isoflop import ExtrapolationCheck, IsoFlopResult
 
 
@@ -33,21 +33,32 @@ def summary(
 ) -> str:
     """The fit as Markdown; optional sections for an allocation, an extrapolation check, IsoFLOP."""
     data, diag = fit.data, fit.diagnostics
-    loss = f"Huber (delta = {fit.huber_delta:g}) on log residuals" if fit.loss == "huber" else (
-        "least squares on the loss"
-    )  # fmt: skip
+    target = fit.get_law().target
+    objective = data.get("objective") or objective_text(fit.loss, fit.huber_delta, target)
+    if data.get("objective_is_default", True):
+        objective += f" (the law's default: {data.get('objective_source', 'n/a')})"
+    else:
+        objective += f" (chosen; the law's default is {fit.get_law().default_loss})"
     lines = [
         f"# Scaling-law fit: `{fit.law}`",
         "",
         f"- Law: `{data.get('formula', fit.law)}` ({data.get('source_paper', 'user-defined')})",
         f"- Data: {fit.n_points} points, {data.get('n_runs', '?')} runs, "
-        f"from `{data.get('source')}`",
-        f"- Parameter count: {data.get('parameter_count', 'unspecified')}; FLOPs: "
-        f"{data.get('flops', 'n/a')}",
+        f"from `{data.get('source')}`; target: `{target}`",
     ]
+    if "parameter_count" in data or "flops" in data:
+        lines.append(
+            f"- Parameter count: {data.get('parameter_count', 'unspecified')}; FLOPs: "
+            f"{data.get('flops', 'n/a')}"
+        )
     lines += [f"- Note: {note}" for note in data.get("notes", [])]
+    if fit.constraints:
+        fixed = fit.get_law().params_to_natural(fit.constraints.get("fixed", {}))
+        parts = [f"{k} = {v:.6g}" for k, v in fixed.items()]
+        parts += [" = ".join(group) for group in fit.constraints.get("tie", [])]
+        lines.append(f"- Held: {'; '.join(parts)} (fixed or tied, not fitted)")
     lines += [
-        f"- Objective: {loss}, summed; best value {fit.objective!r}",
+        f"- Objective: {objective}, summed; best value {fit.objective!r}",
         "",
         "## Parameters",
         "",

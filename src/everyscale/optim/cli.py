@@ -1,7 +1,7 @@
 """``everyscale describe``: what a preset does with each parameter of a model.
 
-everyscale describe --model gpt --width 128 --depth 4 --preset scion
-everyscale describe --model cnn --preset muon --set adjust_lr_fn=match_rms_adamw
+everyscale describe --model gpt --width 128 --depth 4 --optimizer scion
+everyscale describe --model cnn --optimizer muon --option adjust_lr_fn=match_rms_adamw
 """
 
 from __future__ import annotations
@@ -9,17 +9,24 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from everyscale.cli import parse_value
+from everyscale.cliargs import (
+    add_deprecated_alias,
+    add_option_flag,
+    example_epilog,
+    help_formatter,
+    parse_option,
+    parse_options,
+)
 
 __all__ = ["register"]
 
 
 def _key_value(text: str) -> tuple[str, Any]:
-    """``KEY=VALUE``, VALUE read by :func:`everyscale.cli.parse_value`."""
-    if "=" not in text:
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
-    key, raw = text.split("=", 1)
-    return key.strip(), parse_value(raw)
+    """``KEY=VALUE`` of ``--shape``, VALUE read by :func:`everyscale.cliargs.parse_value`."""
+    try:
+        return parse_option(text, "--shape")
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -35,6 +42,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "with notes on reading the table (scion family: the step is lr * radius, so with "
             "radius 50 use lr 2^-13..2^-10; muon: which preset takes the non-matrix tensors)."
         ),
+        epilog=example_epilog(
+            "everyscale describe --model gpt --width 128 --depth 4 --optimizer scion",
+            "everyscale describe --model cnn --optimizer muon "
+            "--option adjust_lr_fn=match_rms_adamw",
+        ),
+        formatter_class=help_formatter(),
     )
     parser.add_argument("--model", default="gpt", help="model name: gpt, mlp or cnn")
     parser.add_argument("--width", type=int, default=None, help="model width")
@@ -47,22 +60,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="KEY=VALUE",
         help="another model shape argument, e.g. --shape vocab=256 (repeatable)",
     )
-    parser.add_argument("--preset", default="scion", choices=PRESETS, help="optimizer preset")
+    parser.add_argument(
+        "--optimizer",
+        default="scion",
+        choices=PRESETS,
+        help="optimizer preset (default: %(default)s)",
+    )
+    add_deprecated_alias(parser, "--preset", "--optimizer", dest="optimizer", choices=PRESETS)
     parser.add_argument(
         "--lr",
         type=float,
         default=None,
         help="learning rate (default: the preset's DEFAULT_LR, e.g. 0.000244 = 2^-12 for scion)",
     )
-    parser.add_argument(
-        "--set",
-        dest="options",
-        action="append",
-        type=_key_value,
-        default=[],
-        metavar="KEY=VALUE",
-        help="a preset option, e.g. --set momentum=0.95 or --set radius=8 (repeatable)",
-    )
+    add_option_flag(parser)
+    add_deprecated_alias(parser, "--set", "--option", dest="options", action="append")
     parser.add_argument(
         "--base-width",
         type=int,
@@ -97,18 +109,17 @@ def _describe(args: argparse.Namespace) -> int:
                 raise ValueError(f"--{key} must be a positive integer, got {value}")
             shape[key] = value
     model = build_model(args.model, **shape)
-    options = dict(args.options)
+    options = parse_options(args.options)
     if args.lr is not None:
         options["lr"] = args.lr
     if args.base_depth is not None and args.base_width is None:
         raise ValueError("--base-depth needs --base-width (the proxy's width) too")
-    if args.base_width is not None:
-        from everyscale.scale import BaseShape
+    if args.base_width is not None:  # the scale plan's table: cli.py may import any layer
+        from everyscale.scale import BaseShape, describe_plan
 
-        options.update(
-            base=BaseShape(width=args.base_width, depth=args.base_depth),
-            width=shape.get("width", getattr(model, "width", None)),
-            alpha=args.alpha,
-        )
-    describe(model, args.preset, **options)
+        base = BaseShape(width=args.base_width, depth=args.base_depth)
+        width = shape.get("width", getattr(model, "width", None))
+        describe_plan(model, args.optimizer, base, width=width, alpha=args.alpha, **options)
+        return 0
+    describe(model, args.optimizer, **options)
     return 0

@@ -44,8 +44,10 @@ The sharp operator (steepest descent direction, BRIEF §1) is
 ``d# = argmax_x <d, x> - ||x||^2 / 2 = -||d||_* lmo(d)``; ``sharp(d)`` computes it, and
 ``Identity`` overrides it with the exact ``d# = d`` (plain SGD).
 
-Only ``Adam`` needs state (the second moment); the optimizer owns it and passes the diagonal
-``D`` in as ``denom=`` (see ``adam_denominator``).
+Of these, only ``Adam`` needs state (the second moment); the optimizer owns it and passes the
+diagonal ``D`` in as ``denom=`` (see ``adam_denominator``). The geometries learned online
+(``shampoo``, ``soap``, ``normuon``: ``adaptive.py`` and one module each) are whole
+optimizer-state machines rather than balls; ``get_norm`` builds them too.
 
 References: [S] Pethick, Xie, Antonakopoulos, Zhu, Silveti-Falls, Cevher, *Training Deep
 Learning Models with Norm-Constrained LMOs*, ICML 2025 (arXiv 2502.07529), Tables 2-4, 6,
@@ -75,6 +77,7 @@ __all__ = [
     "Spectral",
     "SpectralConv",
     "adam_denominator",
+    "adaptive_geometries",
     "get_norm",
 ]
 
@@ -616,8 +619,20 @@ NORMS: dict[str, type[Norm]] = {
 }
 
 
+def adaptive_geometries() -> dict[str, type[Norm]]:
+    """The geometries learned online (Shampoo, SOAP, NorMuon), each in its own module.
+
+    They build on ``Norm``, so they are imported here only when asked for.
+    """
+    from everyscale.optim.normuon import NorMuon
+    from everyscale.optim.shampoo import Shampoo
+    from everyscale.optim.soap import Soap
+
+    return {cls.name: cls for cls in (Shampoo, Soap, NorMuon)}
+
+
 def get_norm(name: str | Norm, **kwargs: Any) -> Norm:
-    """The geometry called ``name`` (see ``NORMS``), built with ``kwargs``.
+    """The geometry called ``name`` (``NORMS`` or ``adaptive_geometries()``), built with ``kwargs``.
 
     A ``Norm`` instance is returned unchanged (then ``kwargs`` must be empty).
     """
@@ -625,9 +640,10 @@ def get_norm(name: str | Norm, **kwargs: Any) -> Norm:
         if kwargs:
             raise ValueError(f"get_norm: got a Norm instance {name!r} and extra options {kwargs}")
         return name
-    if name not in NORMS:
-        raise ValueError(f"unknown norm {name!r}; valid norms are {', '.join(NORMS)}")
+    geometries = {**NORMS, **adaptive_geometries()}
+    if name not in geometries:
+        raise ValueError(f"unknown norm {name!r}; valid norms are {', '.join(geometries)}")
     try:
-        return NORMS[name](**kwargs)
+        return geometries[name](**kwargs)
     except TypeError as err:
         raise ValueError(f"norm {name!r}: bad options {kwargs}: {err}") from None

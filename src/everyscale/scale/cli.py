@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import math
 
-from everyscale.cli import parse_value
+from everyscale.cliargs import add_option_flag, example_epilog, help_formatter, parse_option
 from everyscale.scale.transfer import (
     SweepConfig,
     parse_init,
@@ -26,11 +26,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "proxy; a parametrization transfers when the best learning rate moves at most one "
             "grid step across the sizes and the best loss falls with size."
         ),
-        epilog=(
-            "example: everyscale transfer --model gpt --data shakespeare --widths 64,128,256 "
+        epilog=example_epilog(
+            "everyscale transfer --model gpt --data shakespeare --widths 64,128,256 "
             "--optimizers scion,adamw --lr-grid scion=2^-13:2^-9 --lr-grid adamw=2^-11:2^-5 "
-            "--steps 200 --out runs/transfer-width"
+            "--steps 200 --out runs/transfer-width",
+            "everyscale transfer --optimizers scion --option scion.radius=1 "
+            "--option scion.output_radius=1024 --out runs/transfer-radius1",
         ),
+        formatter_class=help_formatter(),
     )
     defaults = SweepConfig()
     p.add_argument("--model", default=defaults.model, help="gpt, mlp or cnn (default gpt)")
@@ -134,30 +137,35 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=defaults.threads,
         help="torch threads per run (default %(default)s)",
     )
-    p.add_argument(
-        "--option",
-        action="append",
-        default=[],
-        metavar="PRESET.KEY=VALUE",
-        help="a preset option, repeatable, e.g. scion.radius=1 scion.output_radius=1024",
-    )
+    add_option_flag(p, per_optimizer=True)
     p.add_argument("--out", required=True, help="directory for runs and results")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=main)
 
 
 def parse_options(items: list[str], optimizers: list[str]) -> dict[str, dict]:
-    """``["scion.radius=1", ...]`` -> ``{"scion": {"radius": 1}}``; values by
-    :func:`everyscale.cli.parse_value`."""
+    """``--option`` values as per-preset options: ``["scion.radius=1", "weight_decay=0"]`` ->
+    ``{"scion": {"radius": 1, "weight_decay": 0}, ...}``.
+
+    ``PRESET.KEY=VALUE`` applies to that preset, a plain ``KEY=VALUE`` to every one of
+    ``optimizers``; values by :func:`everyscale.cliargs.parse_value`.
+    """
     options: dict[str, dict] = {}
     for item in items:
-        key, sep, value = item.partition("=")
-        preset, dot, name = key.partition(".")
-        if not sep or not dot or not name:
-            raise ValueError(f"option: write PRESET.KEY=VALUE, e.g. scion.radius=1; got {item!r}")
-        if preset not in optimizers:
-            raise ValueError(f"option: {preset!r} is not among --optimizers {','.join(optimizers)}")
-        options.setdefault(preset, {})[name] = parse_value(value)
+        key, value = parse_option(item, "--option")
+        preset, dot, name = key.rpartition(".")
+        if dot and (not preset or not name):
+            raise ValueError(
+                f"--option expects KEY=VALUE or PRESET.KEY=VALUE (e.g. scion.radius=1), "
+                f"got {item!r}"
+            )
+        targets = [preset] if dot else optimizers
+        if dot and preset not in optimizers:
+            raise ValueError(
+                f"--option {item}: {preset!r} is not among --optimizers {','.join(optimizers)}"
+            )
+        for target in targets:
+            options.setdefault(target, {})[name] = value
     return options
 
 
@@ -186,7 +194,7 @@ def config_from_args(args: argparse.Namespace) -> SweepConfig:
         val_windows=args.val_windows,
         coord_steps=args.coord_steps,
         threads=args.threads,
-        options=parse_options(args.option, optimizers),
+        options=parse_options(args.options, optimizers),
         out=args.out,
     )
 

@@ -44,12 +44,12 @@ from typing import Literal
 import torch
 from torch import nn
 
+from everyscale.optim.layouts import Layout, layout_of
+from everyscale.optim.registry import get_preset
 from everyscale.scale.rules import depth_lr_factor, residual_multiplier, update_family
 
 WidthRule = Literal["none", "mup"]
 
-# Presets whose role norms make every parameter's update width independent by construction.
-NORM_SCALED_PRESETS = frozenset({"scion", "uscion", "clipped_scion"})
 ROLES = ("input", "hidden", "output", "vector", "tied")
 # The optimizer steps that use a group's radius (steepest-descent "sharp" steps do not).
 RADIUS_STEPS = ("constrained", "unconstrained", "clipped")  # tied: one embedding/head matrix
@@ -225,13 +225,17 @@ def find_blocks(model: nn.Module) -> tuple[str, int] | None:
     return best
 
 
-def _fans(module: nn.Module | None, shape: tuple[int, ...]) -> tuple[int, int]:
-    """(fan_in, fan_out) of a parameter: Linear ``(out, in)``, Embedding ``(num, dim)``,
+def _fans(layout: Layout | None, shape: tuple[int, ...]) -> tuple[int, int]:
+    """(fan_in, fan_out) of a parameter: of one logical matrix for a matrix layout (Linear
+    ``(out, in)``, HF Conv1D ``(in, out)``, fused q/k/v, experts), Embedding ``(num, dim)``,
     conv ``(out, in, *kernel)``, vectors ``(n,)``."""
     if len(shape) == 1:
         return 1, shape[0]
-    if isinstance(module, nn.Embedding):
+    if layout is not None and layout.kind == "embedding" and len(shape) == 2:
         return shape[0], shape[1]
+    if layout is not None and layout.kind == "matrix":
+        _, fan_out, fan_in = layout.matrix_shape(shape)
+        return fan_in, fan_out
     return math.prod(shape[1:]), shape[0]
 
 
@@ -250,11 +254,11 @@ def _role_names(roles: Mapping[str, object]) -> dict[str, str]:
 
 
 def _width_lr_factor(preset: str, role: str, m_in: float, m_out: float, rule: str) -> float:
-    """muP's learning-rate column [Y, TP5 Table 3]; 1 for the norm-scaled presets."""
-    if rule == "none" or preset in NORM_SCALED_PRESETS:
+    """muP's learning-rate column [Y, TP5 Table 3]; 1 where the preset's geometry already
+    meets the spectral condition (its descriptor's ``width_independent_roles``: every role
+    for the Scion family, the hidden matrices for Muon)."""
+    if rule == "none" or role in get_preset(preset).width_independent_roles:
         return 1.0
-    if preset == "muon" and role == "hidden":
-        return 1.0  # Muon's spectral update already meets the spectral condition
     role = "input" if role == "tied" else role  # a tied matrix is stored as the embedding
     if update_family(preset) == "linear":
         return {"input": m_out, "hidden": 1.0, "output": 1 / m_in, "vector": m_out}[role]
@@ -340,7 +344,6 @@ def plan(
     else:
         res_mult = 1.0
 
-    modules = dict(model.named_modules())
     out = ScalePlan(
         preset=preset,
         width_rule=width_rule,
@@ -353,8 +356,8 @@ def plan(
     for name, p in params.items():
         shape = tuple(p.shape)
         role = role_of[name]
-        module = modules.get(name.rpartition(".")[0])
-        fan_in, fan_out = _fans(module, shape)
+        layout = layout_of(model, name, p)
+        fan_in, fan_out = _fans(layout, shape)
         if base_table is None:
             ratio = width / base.width
             m_in = ratio if role in ("hidden", "output") and fan_in % width == 0 else 1.0
@@ -381,7 +384,7 @@ def plan(
                     f"base: parameter {name!r} is larger in the proxy {base_shape} than in the "
                     f"target {shape}; the base must be the smaller model"
                 )
-            base_in, base_out = _fans(module, base_shape)
+            base_in, base_out = _fans(layout, base_shape)
             m_in, m_out = fan_in / base_in, fan_out / base_out
         in_branch = bool(residual and block_re is not None and block_re.match(name))
         out.params[name] = ParamScaling(
@@ -406,7 +409,9 @@ def init_(
     The preset (through :func:`everyscale.optim.optimizer`) gives each parameter its norm and
     radius; each norm's ``init_`` then draws a point of norm exactly ``radius``: semi-orthogonal
     for Spectral (scaled ``sqrt(d_out/d_in)``), unit columns/rows for ColNorm/RowNorm, random
-    signs for Sign (``1/d_in`` for the head), constant gains for RMS vectors (BRIEF §1, [S]).
+    signs for Sign (``1/d_in`` for the head), constant gains for RMS vectors (BRIEF §1, [S]),
+    each on the parameter's logical matrices (its layout: q, k and v of a fused projection,
+    each expert of a stack, the transpose of an ``(in, out)`` storage).
     Biases (1-d parameters named ``bias``) start at zero, inside their ball: a bias on the
     boundary would shift every pre-activation by the radius.
     Only groups whose step uses the radius (``constrained``, ``unconstrained``, ``clipped``)
@@ -422,7 +427,8 @@ def init_(
     """
     if init_radius is not None and not (math.isfinite(init_radius) and init_radius > 0):
         raise ValueError(f"init_radius: must be a finite number > 0 or None, got {init_radius!r}")
-    from everyscale.optim import get_norm, optimizer
+    from everyscale.optim import optimizer
+    from everyscale.optim.layouts import init_ as init_matrices_
 
     opt = optimizer(model, preset, lr=1e-3, **overrides)
     name_of = {id(p): name for name, p in model.named_parameters()}
@@ -430,12 +436,40 @@ def init_(
         for group in opt.param_groups:
             if group.get("step") not in RADIUS_STEPS:
                 continue
-            norm = group["norm"]
-            if isinstance(norm, str):
-                norm = get_norm(norm, **group.get("norm_kwargs", {}))
+            norm, layout = opt.norm_of(group), opt.layout_of(group)
             for p in group["params"]:
                 if p.ndim == 1 and name_of.get(id(p), "").rpartition(".")[2] == "bias":
                     p.zero_()
                 else:
-                    norm.init_(p, group["radius"] if init_radius is None else init_radius)
+                    radius = group["radius"] if init_radius is None else init_radius
+                    init_matrices_(norm, layout, p, radius)
     return model
+
+
+def describe_plan(
+    model: nn.Module,
+    preset: str,
+    base: nn.Module | Mapping[str, Sequence[int]] | BaseShape,
+    *,
+    width: int | None = None,
+    alpha: float = 1.0,
+    **overrides,
+) -> str:
+    """Print and return :func:`everyscale.optim.describe`'s table as the scale plan sees it.
+
+    Given the proxy as ``base`` (a model, its base shapes, or a :class:`BaseShape` together
+    with the target's ``width``), each parameter's width and depth multipliers,
+    residual-branch multiplier (``alpha``: 1 CompleteP, 1/2 depth-muP) and learning-rate
+    factor appear beside its norm, radius and transferred learning rate (see :func:`plan`);
+    ``overrides`` (``lr`` among them) go to the preset.
+    """
+    from everyscale.optim import optimizer
+    from everyscale.optim.presets import describe_notes
+
+    lr = overrides.pop("lr", None)
+    opt = optimizer(model, preset, lr, **overrides)
+    scale_plan = plan(model, preset, base, width=width, alpha=alpha)
+    table = scale_plan.table(scale_plan.apply(opt, model), model)
+    text = "\n".join([table, *describe_notes(opt, preset, overrides)])
+    print(f"preset {preset}\n{text}")
+    return text

@@ -12,6 +12,7 @@ import matplotlib.pyplot as plt  # the backend is chosen first
 import numpy as np
 
 from everyscale.scale.coord import CoordResult
+from everyscale.train.checkpoint import atomic_save_figure
 
 
 def plot_transfer(result: dict, path: str | Path) -> Path:
@@ -60,7 +61,7 @@ def plot_transfer(result: dict, path: str | Path) -> Path:
     axes[0][-1].legend(fontsize=7)
     fig.tight_layout()
     path = Path(path)
-    fig.savefig(path, dpi=110)
+    atomic_save_figure(fig, path, dpi=110)
     plt.close(fig)
     return path
 
@@ -93,6 +94,6 @@ def plot_coord(results: CoordResult | dict[str, CoordResult], path: str | Path) 
     # Fixed margins: tight_layout on many log-scaled panels costs seconds.
     fig.subplots_adjust(left=0.06, right=0.86, bottom=0.08, top=0.93, wspace=0.3, hspace=0.45)
     path = Path(path)
-    fig.savefig(path, dpi=100)
+    atomic_save_figure(fig, path, dpi=100)
     plt.close(fig)
     return path

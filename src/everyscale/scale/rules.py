@@ -26,27 +26,11 @@ References:
 from __future__ import annotations
 
 import math
-from typing import Literal
 
-# How the size of a preset's update depends on the size of the gradient.
-#  "linear":     the update is proportional to the gradient (SGD with heavy ball).
-#  "normalized": the update's size is set by the learning rate alone: sign methods, adaptive
-#                methods (Adam's m/sqrt(v)) and every LMO step. Clipped Scion is steepest
-#                descent only for small gradients and an LMO step otherwise; it is listed here.
-UpdateFamily = Literal["linear", "normalized"]
+from everyscale.optim.registry import UpdateFamily, get_preset
 
-PRESET_FAMILIES: dict[str, UpdateFamily] = {
-    "sgd": "linear",
-    "normalized_sgd": "normalized",
-    "signsgd": "normalized",
-    "signum": "normalized",
-    "lion": "normalized",
-    "adamw": "normalized",
-    "muon": "normalized",
-    "scion": "normalized",
-    "uscion": "normalized",
-    "clipped_scion": "normalized",
-}
+# The update family of each preset ("linear": SGD; "normalized": sign, adaptive and LMO
+# steps) is a field of its descriptor in the preset registry (everyscale.optim.registry).
 
 # Horizon exponents of the Scion fit in [F]: eta*(D) ~ D^-0.28, B*(D) ~ D^0.45.
 HORIZON_LR_EXPONENT = -0.28
@@ -54,11 +38,14 @@ HORIZON_BATCH_EXPONENT = 0.45
 
 
 def update_family(preset: str) -> UpdateFamily:
-    """Return ``"linear"`` (SGD) or ``"normalized"`` (sign, adaptive, LMO) for a preset name."""
-    if preset not in PRESET_FAMILIES:
-        valid = ", ".join(sorted(PRESET_FAMILIES))
-        raise ValueError(f"preset: unknown preset {preset!r}; choose one of: {valid}")
-    return PRESET_FAMILIES[preset]
+    """Return ``"linear"`` (SGD) or ``"normalized"`` (sign, adaptive, LMO) for a preset name.
+
+    Read from the preset's descriptor (:func:`everyscale.optim.registry.get_preset`).
+    """
+    try:
+        return get_preset(preset).family
+    except ValueError as err:
+        raise ValueError(f"preset: {err}") from None
 
 
 def _positive(name: str, value: float) -> float:

@@ -34,6 +34,7 @@ from everyscale.scale.coord import CoordResult, coord_check
 from everyscale.scale.parametrization import BaseShape, base_shapes, init_, plan
 from everyscale.scale.plots import plot_coord, plot_transfer
 from everyscale.scale.rules import residual_multiplier, update_family
+from everyscale.train.checkpoint import atomic_write_text
 
 _POWER = re.compile(r"^\s*([0-9.]+)\s*\^\s*(-?[0-9.]+)\s*$")
 
@@ -520,7 +521,7 @@ def _check_sweep_settings(config: SweepConfig, out: Path) -> None:
                 f"out: the runs in {out} were trained with {was}; use a new --out or the "
                 "settings they were trained with"
             )
-    path.write_text(json.dumps(settings))
+    atomic_write_text(path, json.dumps(settings))
 
 
 def sweep(config: SweepConfig, *, progress: bool = True) -> dict:
@@ -532,14 +533,22 @@ def sweep(config: SweepConfig, *, progress: bool = True) -> dict:
     ``transfer.json`` (:func:`analyse` plus the sweep's settings and time), ``transfer.png``,
     and for width sweeps ``coord.json`` / ``coord.png`` (:func:`coordinate_check`), and
     ``sweep.json`` (the settings a resume must match, :func:`_check_sweep_settings`).
+    ``config.out`` is locked for the sweep's life (:class:`everyscale.train.rundir.RunLock`;
+    each run locks its own folder too): a second sweep on it is refused.
     """
+    from everyscale.train.rundir import RunLock
+
+    config.validate()
+    with RunLock(config.out, flag="--out"):
+        return _sweep_locked(config, progress)
+
+
+def _sweep_locked(config: SweepConfig, progress: bool) -> dict:
     from tqdm.auto import tqdm
 
     from everyscale.train import load_dataset, run_or_reuse
 
-    config.validate()
     out = Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
     _check_sweep_settings(config, out)
     dataset = load_dataset(
         config.data,
@@ -587,14 +596,14 @@ def sweep(config: SweepConfig, *, progress: bool = True) -> dict:
     )
     if config.axis == "width" and config.coord_steps > 0:
         coord = coordinate_check(config, result, dataset, proxy)
-        (out / "coord.json").write_text(
-            json.dumps({opt: c.to_json() for opt, c in coord.items()}, indent=1)
+        atomic_write_text(
+            out / "coord.json", json.dumps({opt: c.to_json() for opt, c in coord.items()}, indent=1)
         )
         plot_coord(coord, out / "coord.png")
         result["coord_max_spread"] = {
             opt: c.max_spread(range(1, c.steps + 1))[0] for opt, c in coord.items()
         }
-    (out / "transfer.json").write_text(json.dumps(result, indent=1))
+    atomic_write_text(out / "transfer.json", json.dumps(result, indent=1))
     plot_transfer(result, out / "transfer.png")
     return result
 

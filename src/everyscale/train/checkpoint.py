@@ -7,6 +7,7 @@ itself survives a power cut. Either the old file or the new one is there, never 
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import pickle
@@ -19,8 +20,10 @@ import torch
 __all__ = [
     "CHECKPOINT_FORMAT",
     "CheckpointError",
+    "atomic_save_figure",
     "atomic_write_bytes",
     "atomic_write_json",
+    "atomic_write_text",
     "load_checkpoint",
     "save_checkpoint",
 ]
@@ -67,6 +70,17 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
 def atomic_write_json(path: str | os.PathLike, value: Any) -> None:
     text = json.dumps(value, indent=2, sort_keys=True) + "\n"
     atomic_write_bytes(path, text.encode())
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    atomic_write_bytes(path, text.encode())
+
+
+def atomic_save_figure(fig: Any, path: str | os.PathLike, **savefig_kwargs: Any) -> None:
+    """``fig.savefig`` (matplotlib) into memory, then written atomically; format from the suffix."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format=Path(path).suffix.lstrip(".") or "png", **savefig_kwargs)
+    atomic_write_bytes(path, buffer.getvalue())
 
 
 def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> None:

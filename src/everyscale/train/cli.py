@@ -7,7 +7,13 @@ import dataclasses
 import sys
 from typing import Any
 
-from everyscale.cli import parse_value
+from everyscale.cliargs import (
+    add_deprecated_alias,
+    add_option_flag,
+    example_epilog,
+    help_formatter,
+    parse_options,
+)
 from everyscale.train.config import TrainConfig, cli_flag, known_optimizers
 from everyscale.train.data import DATASETS
 from everyscale.train.models import MODELS
@@ -45,26 +51,23 @@ _HELP = {
 }
 
 
-def _parse_option(text: str) -> tuple[str, Any]:
-    """``KEY=VALUE``, VALUE read by :func:`everyscale.cli.parse_value`."""
-    key, sep, value = text.partition("=")
-    if not sep or not key:
-        raise ValueError(
-            f"--optimizer-option expects KEY=VALUE (e.g. weight_decay=0.1), got {text!r}"
-        )
-    return key, parse_value(value)
-
-
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "train",
         help="train one model (GPT, MLP, CNN) on offline data",
         description=(
             "Train one model and write config.json, metrics.jsonl, summary.json and a "
-            "checkpoint under --out. Example: everyscale train --model gpt --data stdlib "
-            "--width 128 --depth 4 --heads 4 --optimizer scion --lr 0.01 --steps 500 "
-            "--batch-size 32 --context 128 --schedule wsd --out runs/NAME"
+            "checkpoint under --out. One run writes a folder at a time (a second is refused "
+            "while the first runs); a rerun keeps the earlier run's files as "
+            "NAME.previous-N.EXT."
         ),
+        epilog=example_epilog(
+            "everyscale train --model gpt --data stdlib --width 128 --depth 4 --heads 4 "
+            "--optimizer scion --lr 0.000244 --steps 500 --batch-size 32 --context 128 "
+            "--schedule wsd --out runs/NAME",
+            "everyscale train --optimizer adamw --option weight_decay=0.1 --out runs/adamw",
+        ),
+        formatter_class=help_formatter(),
     )
     parser.add_argument("--config", help="a config.json to start from; flags given override it")
     for field in dataclasses.fields(TrainConfig):
@@ -83,12 +86,20 @@ def register(subparsers) -> None:
             continue
         convert = int if kind.startswith("int") else float if kind.startswith("float") else str
         parser.add_argument(flag, type=convert, default=None, help=help_text)
+    add_option_flag(parser)
+    add_deprecated_alias(parser, "--optimizer-option", "--option", dest="options", action="append")
     parser.add_argument(
-        "--optimizer-option",
-        action="append",
+        "--nproc",
+        type=int,
         default=None,
-        metavar="KEY=VALUE",
-        help="extra keyword for the optimizer preset (repeatable), e.g. weight_decay=0.1",
+        help="train on N local processes (starts torchrun; default: this process alone)",
+    )
+    parser.add_argument(
+        "--parallel",
+        choices=("ddp", "fsdp"),
+        default=None,
+        help="with --nproc or under torchrun: ddp (replicated weights, the default) or fsdp "
+        "(FSDP2, weights and optimizer state sharded)",
     )
     parser.set_defaults(func=main)
 
@@ -100,25 +111,45 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         given = getattr(args, field.name, None)
         if given is not None:
             values[field.name] = given
-    if args.optimizer_option:
-        options = dict(values.get("optimizer_options", {}))
-        options.update(_parse_option(text) for text in args.optimizer_option)
+    if args.options:
+        options = values.get("optimizer_options") or {}
+        if not isinstance(options, dict):
+            raise ValueError(
+                f"--config {args.config}: optimizer_options must be an object of KEY: VALUE "
+                f"pairs, got {options!r}"
+            )
+        options = dict(options)
+        options.update(parse_options(args.options))
         values["optimizer_options"] = options
     return TrainConfig.from_dict(values)
 
 
 def main(args: argparse.Namespace) -> int:
+    from everyscale.dist import engine
     from everyscale.train.loop import NonFiniteLossError, TrainingInterrupted, run
 
     config = config_from_args(args)
+    nproc = getattr(args, "nproc", None)
+    if nproc is not None and nproc < 1:
+        raise ValueError(f"--nproc must be a positive integer, got {nproc}")
+    if nproc is not None and nproc > 1 and not engine.under_torchrun():
+        return _launch(config, nproc, args.parallel or "ddp")
+    if args.parallel is not None and (nproc or 1) == 1 and not engine.under_torchrun():
+        raise ValueError(
+            f"--parallel {args.parallel} needs several processes: add --nproc N (N > 1), or "
+            "start the command with torchrun"
+        )
+    distributed = engine.from_environment(args.parallel)
     try:
-        summary = run(config)
+        summary = _run_distributed(run, config, distributed)
     except NonFiniteLossError as err:
         print(f"everyscale train: diverged: {err}", file=sys.stderr)
         return 1
     except TrainingInterrupted as err:
         print(f"everyscale train: {err}", file=sys.stderr)
         return 130
+    if distributed is not None and not distributed.is_main:
+        return 0
     print(
         f"{summary['status']}: {summary['steps']} steps, {summary['tokens']:,} "
         f"{'tokens' if config.model == 'gpt' else 'images'}, "
@@ -127,3 +158,32 @@ def main(args: argparse.Namespace) -> int:
     )
     print(f"metrics: {config.out}/metrics.jsonl  summary: {config.out}/summary.json")
     return 0
+
+
+def _run_distributed(run, config: TrainConfig, distributed) -> dict[str, Any]:
+    """``run(config)`` in this process, as one rank of ``distributed`` when given."""
+    if distributed is None:
+        return run(config)
+    try:
+        return run(config, distributed=distributed)
+    finally:
+        distributed.close()
+
+
+def _launch(config: TrainConfig, nproc: int, parallel: str) -> int:
+    """Start ``nproc`` ranks of this run under torchrun; its exit code is the command's."""
+    import tempfile
+    from pathlib import Path
+
+    from everyscale.dist import engine
+
+    with tempfile.TemporaryDirectory(prefix="everyscale-launch-") as folder:
+        path = Path(folder) / "config.json"
+        path.write_text(config.to_json())
+        code = engine.launch(path, nproc, parallel)
+    if code:
+        print(
+            f"everyscale train: a rank failed (torchrun exit code {code}); its error is above",
+            file=sys.stderr,
+        )
+    return code

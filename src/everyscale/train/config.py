@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from everyscale.train.checkpoint import atomic_write_bytes
 from everyscale.train.models import MODELS
 from everyscale.train.schedules import SCHEDULES, get_schedule
 
@@ -98,7 +99,7 @@ class TrainConfig:
         """The config as JSON text; also written to ``path`` when given."""
         text = json.dumps(self.to_dict(), indent=2, sort_keys=True)
         if path is not None:
-            Path(path).write_text(text + "\n")
+            atomic_write_bytes(path, (text + "\n").encode())
         return text
 
     @classmethod
@@ -143,6 +144,7 @@ class TrainConfig:
         Checks that need the data (the context against the text's length, a missing file) run
         in :func:`everyscale.train.run` right after loading it, still before training.
         """
+        self._check_kinds()
         if self.model not in MODELS:
             raise ValueError(
                 f"unknown model {self.model!r}: set --model to one of {', '.join(MODELS)}"
@@ -165,7 +167,9 @@ class TrainConfig:
                 raise ValueError(
                     f"{name} must be an integer >= {low}, got {value!r}: change {cli_flag(name)}"
                 )
-        if self.threads is not None and (not isinstance(self.threads, int) or self.threads < 1):
+        if self.threads is not None and (
+            not isinstance(self.threads, int) or isinstance(self.threads, bool) or self.threads < 1
+        ):
             raise ValueError(
                 f"threads must be a positive integer or None, got {self.threads!r}: change "
                 "--threads or leave it out (torch's default)"
@@ -200,11 +204,6 @@ class TrainConfig:
                 f"clip must be a positive max gradient norm or None, got {self.clip}: change "
                 "--clip or leave it out (no clipping)"
             )
-        if not isinstance(self.optimizer_options, dict):
-            raise ValueError(
-                "optimizer_options must be a dict of keyword arguments "
-                "(on the command line: --optimizer-option KEY=VALUE)"
-            )
         if self.schedule not in SCHEDULES:
             raise ValueError(
                 f"unknown schedule {self.schedule!r}: set --schedule to one of "
@@ -232,6 +231,44 @@ class TrainConfig:
         if not self.out:
             raise ValueError("out must name a directory for the run's files: set --out")
 
+    def _check_kinds(self) -> None:
+        """Words are strings, yes/no fields are booleans, options a dict of finite values.
+
+        A JSON config can hold anything: ``"tied": "no"`` must not build a tied model.
+        """
+        for name in ("model", "data", "optimizer", "schedule", "device", "out"):
+            value = getattr(self, name)
+            if not isinstance(value, str):
+                raise ValueError(f"{name} must be text, got {value!r}: change {cli_flag(name)}")
+        for name in ("tied", "keep_checkpoint", "resume", "quiet"):
+            value = getattr(self, name)
+            if not isinstance(value, bool):
+                raise ValueError(
+                    f"{name} must be true or false, got {value!r}: use {cli_flag(name)} or "
+                    f"--no-{cli_flag(name)[2:]}"
+                )
+        if not isinstance(self.optimizer_options, dict):
+            raise ValueError(
+                "optimizer_options must be a dict of keyword arguments "
+                "(on the command line: --option KEY=VALUE)"
+            )
+        for key, value in self.optimizer_options.items():
+            if not isinstance(key, str) or not key.isidentifier():
+                raise ValueError(
+                    f"optimizer option name {key!r} is not a keyword: --option KEY=VALUE takes "
+                    "the optimizer's torch.optim names (e.g. weight_decay)"
+                )
+            if key == "lr":
+                raise ValueError(
+                    "optimizer_options must not hold lr: the learning rate is its own field "
+                    "(--lr), which the schedule multiplies"
+                )
+            if not _all_finite(value):
+                raise ValueError(
+                    f"optimizer option {key}={value!r} is not finite: give a finite number "
+                    f"(--option {key}=...)"
+                )
+
     def fingerprint(self) -> dict[str, Any]:
         """The fields that must match for a checkpoint to be resumed under this config.
 
@@ -240,3 +277,14 @@ class TrainConfig:
         """
         values = json.loads(json.dumps(self.to_dict()))
         return {k: v for k, v in values.items() if k not in RESUME_FREE_FIELDS}
+
+
+def _all_finite(value: Any) -> bool:
+    """No NaN or infinity anywhere in a number, list, tuple or dict of them."""
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, (list, tuple)):
+        return all(_all_finite(v) for v in value)
+    if isinstance(value, dict):
+        return all(_all_finite(v) for v in value.values())
+    return True

@@ -350,6 +350,33 @@ def _fashion_mnist(directory: str | None) -> ImageDataset:
 # ----------------------------------------------------------------------------- entry point
 
 
+NPY_MAGIC = b"\x93NUMPY"  # the first bytes of every .npy file (NumPy's format spec)
+
+
+def _load_token_ids(path: Path, name: str) -> np.ndarray:
+    """A ``.npy`` of integer token ids; anything else is refused saying what it is."""
+    with open(path, "rb") as f:
+        head = f.read(len(NPY_MAGIC))
+    if head != NPY_MAGIC:
+        raise ValueError(
+            f"data {name!r} is named .npy but is not a NumPy file (it does not start with "
+            "NumPy's header); rename a text file to .txt, or save token ids with numpy.save"
+        )
+    try:
+        ids = np.load(path, allow_pickle=False)
+    except ValueError as err:  # object arrays, a damaged header
+        what = "it holds pickled Python objects" if "pickle" in str(err) else str(err)
+        raise ValueError(
+            f"data {name!r}: not a NumPy array of token ids ({what}); save a 1-D integer "
+            "array with numpy.save"
+        ) from None
+    except EOFError:
+        raise ValueError(f"data {name!r}: the .npy file is cut short") from None
+    if ids.dtype.kind not in "iu":
+        raise ValueError(f"data {name!r}: a .npy token file must hold integers, not {ids.dtype}")
+    return ids
+
+
 def load_dataset(
     name_or_path: str | os.PathLike,
     *,
@@ -391,11 +418,7 @@ def load_dataset(
     if path.is_dir():
         return _fashion_mnist(str(path.resolve()))
     if path.suffix == ".npy" and path.is_file():
-        ids = np.load(path, allow_pickle=False)
-        if ids.dtype.kind not in "iu":
-            raise ValueError(
-                f"data {name!r}: a .npy token file must hold integers, not {ids.dtype}"
-            )
+        ids = _load_token_ids(path, name)
         # int64 keeps every id exact (torch has no general uint16/uint32 indexing).
         return text(torch.from_numpy(ids.astype(np.int64, copy=False)), name)
     if path.is_file():

@@ -13,9 +13,13 @@ Files under ``config.out``:
   ``failed`` (an unexpected exception, re-raised);
 - ``checkpoint.pt``: model, optimizer, schedule, step, the data generator's and torch's RNG
   states, written atomically every ``checkpoint_every`` steps, at the end, and on
-  SIGINT/SIGTERM. A fresh (not resumed) run in a directory that holds one moves it, with that
-  run's metrics, summary and config, to ``checkpoint.previous.pt``, ``metrics.previous.jsonl``,
-  ... rather than overwrite them.
+  SIGINT/SIGTERM. A fresh (not resumed) run in a directory that holds an earlier run moves
+  that run's checkpoint, metrics, summary and config to the next numbered generation
+  (``checkpoint.previous-1.pt``, ``metrics.previous-1.jsonl``, then ``previous-2``, ...)
+  rather than overwrite them; ``resume=True`` on a completed run whose checkpoint was not kept
+  returns its summary under the same settings and is refused under others;
+- ``.lock``: held by the running process for the run's life
+  (:class:`everyscale.train.rundir.RunLock`); a second writer is refused.
 
 Exact resume: training batches come only from a ``torch.Generator`` owned by the loop, and the
 checkpoint holds its state, so a resumed run draws the same batches and, on the CPU, reproduces
@@ -27,8 +31,11 @@ A "token" is one byte of text, or one image for the image models.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
 import math
+import os
 import signal
 import sys
 import threading
@@ -52,6 +59,16 @@ from everyscale.train.checkpoint import (
 from everyscale.train.config import TrainConfig
 from everyscale.train.data import load_dataset
 from everyscale.train.models import build_model
+from everyscale.train.rundir import (
+    CHECKPOINT_NAME,
+    CONFIG_NAME,
+    METRICS_NAME,
+    RUN_FILES,
+    SUMMARY_NAME,
+    RunLock,
+    keep_earlier_run,
+    refuse_inputs_in_outputs,
+)
 from everyscale.train.schedules import get_schedule
 
 __all__ = [
@@ -62,11 +79,6 @@ __all__ = [
     "evaluate",
     "run",
 ]
-
-CHECKPOINT_NAME = "checkpoint.pt"
-METRICS_NAME = "metrics.jsonl"
-SUMMARY_NAME = "summary.json"
-CONFIG_NAME = "config.json"
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -240,6 +252,13 @@ class RunState:
     start: float = 0.0  # time.perf_counter() when this session's steps began
     tokens_at_start: int = 0
     metrics_file: TextIO | None = None  # open while steps run
+    #: the process's place in a distributed run (``everyscale.dist.engine.DistRun``), or None
+    dist: Any = None
+
+    @property
+    def is_main(self) -> bool:
+        """Whether this process writes the run's files (rank 0, or the only process)."""
+        return self.dist is None or self.dist.is_main
 
     @property
     def checkpoint_path(self) -> Path:
@@ -268,6 +287,8 @@ def run(
     optimizer_fingerprint: Mapping[str, Any] | None = None,
     callback: Callable[[dict[str, Any]], None] | None = None,
     should_stop: Callable[[dict[str, Any]], bool] | None = None,
+    rank: int | None = None,
+    distributed: Any = None,
 ) -> dict[str, Any]:
     """Train ``config``'s model on its data and return the summary (also in ``summary.json``).
 
@@ -285,6 +306,13 @@ def run(
             run early: a checkpoint is saved (kept whatever ``keep_checkpoint`` says) and the
             summary, status ``"stopped"`` with ``stopped_step``, is returned. A later run with
             ``resume=True`` continues it. Not called after the last step.
+        rank: this process's rank under several processes: only the launcher or rank 0 locks
+            ``config.out`` (default: the ``EVERYSCALE_RANK`` or ``RANK`` environment variable;
+            see :mod:`everyscale.train.rundir`).
+        distributed: this process's ``everyscale.dist.engine.DistRun`` when several processes
+            train together (``everyscale train --nproc N`` or torchrun): the model and
+            optimizer are wrapped, each rank takes its share of every batch, the checkpoint is
+            a ``torch.distributed.checkpoint`` folder, and only rank 0 writes files.
 
     Returns:
         The summary: ``status`` ("completed" or "stopped"), ``steps``, ``tokens``,
@@ -296,6 +324,7 @@ def run(
 
     Raises:
         ValueError / FileNotFoundError: bad config or data, before training.
+        RunFolderLocked: another live process is writing ``config.out`` (a ValueError).
         CheckpointError: ``resume=True`` with an unreadable or mismatched checkpoint (kept).
         NonFiniteLossError: the loss became NaN/inf; summary status "diverged".
         TrainingInterrupted: SIGINT/SIGTERM; checkpoint saved, summary status "interrupted".
@@ -303,20 +332,26 @@ def run(
     if not isinstance(config, TrainConfig):
         raise ValueError(f"config must be a TrainConfig, got {type(config).__name__}")
     config.validate(check_optimizer=optimizer_factory is None)
-    dataset = load_dataset(
-        config.data,
-        context=config.context,  # image data ignores it
-        seed=config.seed,
-        max_val_windows=config.val_windows,
-    )
-    previous_threads = torch.get_num_threads()
-    if config.threads is not None:
-        torch.set_num_threads(config.threads)
-    try:
-        state = _setup(config, dataset, optimizer_factory, optimizer_fingerprint)
-        return _train(state, callback, should_stop)
-    finally:
-        torch.set_num_threads(previous_threads)
+    refuse_inputs_in_outputs({"--data": config.data}, config.out, RUN_FILES)
+    if distributed is not None:
+        rank = distributed.rank  # only rank 0 locks and writes the run folder
+    with RunLock(config.out, flag="--out", rank=rank):  # one writer per run folder
+        dataset = load_dataset(
+            config.data,
+            context=config.context,  # image data ignores it
+            seed=config.seed,
+            max_val_windows=config.val_windows,
+        )
+        if distributed is not None and not distributed.is_main:
+            config = dataclasses.replace(config, quiet=True)  # one progress bar: rank 0's
+        previous_threads = torch.get_num_threads()
+        if config.threads is not None:
+            torch.set_num_threads(config.threads)
+        try:
+            state = _setup(config, dataset, optimizer_factory, optimizer_fingerprint, distributed)
+            return _train(state, callback, should_stop)
+        finally:
+            torch.set_num_threads(previous_threads)
 
 
 def _train(state: RunState, callback, should_stop) -> dict[str, Any]:
@@ -328,7 +363,8 @@ def _train(state: RunState, callback, should_stop) -> dict[str, Any]:
             return finished  # nothing left to do
     if state.step == 0:
         _start_fresh(state)
-    atomic_write_bytes(state.out / CONFIG_NAME, (config.to_json() + "\n").encode())
+    if state.is_main:
+        atomic_write_bytes(state.out / CONFIG_NAME, (config.to_json() + "\n").encode())
     if _run_steps(state, callback, should_stop):
         message = (
             f"stopped early at step {state.step} of {config.steps} (should_stop); the "
@@ -336,7 +372,9 @@ def _train(state: RunState, callback, should_stop) -> dict[str, Any]:
         )
         return _write_summary(state, "stopped", stopped_step=state.step, message=message)
     result = _write_summary(state, "completed")
-    if not config.keep_checkpoint:
+    if not config.keep_checkpoint and state.dist is not None:
+        state.dist.remove_checkpoint(state.out)
+    elif not config.keep_checkpoint:
         state.checkpoint_path.unlink(missing_ok=True)
     return result
 
@@ -349,13 +387,19 @@ def _setup(
     dataset,
     optimizer_factory: Callable[[nn.Module], torch.optim.Optimizer] | None,
     optimizer_fingerprint: Mapping[str, Any] | None,
+    distributed: Any = None,
 ) -> RunState:
     """Seed, build the model, optimizer, schedule and data generator; create ``config.out``."""
     torch.manual_seed(config.seed)
     model = build_model_for(config, dataset)
     device = torch.device(config.device)
     model.to(device).train()
+    if distributed is not None:
+        distributed.check_batch(config.batch_size, config.grad_accum)
+        model = distributed.wrap_model(model)
     optimizer = _make_optimizer(config, model, optimizer_factory)
+    if distributed is not None:
+        optimizer = distributed.wrap_optimizer(optimizer)
     schedule = get_schedule(config.schedule, config.steps, config.warmup, config.effective_cooldown)
     fingerprint = config.fingerprint()
     if optimizer_fingerprint is not None:
@@ -380,6 +424,7 @@ def _setup(
         params=model.num_params(embeddings=True),
         non_embedding_params=model.num_params(embeddings=False),
         flops_per_token=model.flops_per_token(),
+        dist=distributed,
     )
 
 
@@ -389,18 +434,50 @@ def _resume(state: RunState) -> dict[str, Any] | None:
     Returns the stored summary when that run had already completed, else ``None``.
     """
     config, path = state.config, state.checkpoint_path
+    if state.dist is not None:
+        path = state.dist.checkpoint_path(state.out)
     if not path.exists():
+        finished = _completed_without_checkpoint(state)
+        if finished is not None:
+            return finished
         if not config.quiet:
             print(f"no checkpoint in {state.out}: starting a new run", file=sys.stderr)
         return None
-    _load_checkpoint_into(state, load_checkpoint(path, state.fingerprint))
+    if state.dist is not None:
+        _load_run_fields(state, state.dist.load(state.out, state.model, state.optimizer))
+    else:
+        _load_checkpoint_into(state, load_checkpoint(path, state.fingerprint))
     kept = _read_metrics(state.metrics_path, state.step)
-    atomic_write_bytes(state.metrics_path, "".join(line + "\n" for line in kept).encode())
+    if state.is_main:
+        atomic_write_bytes(state.metrics_path, "".join(line + "\n" for line in kept).encode())
     if state.step >= config.steps and state.summary_path.exists():
         summary = json.loads(state.summary_path.read_text())
         if summary.get("status") == "completed":
             return summary
     return None
+
+
+def _completed_without_checkpoint(state: RunState) -> dict[str, Any] | None:
+    """The summary of a completed run in ``out`` whose checkpoint was not kept, when it was
+    trained under these settings (:func:`everyscale.train.reusable_summary`'s rule); under
+    other settings it is refused, since there is nothing to continue and a fresh run would
+    replace it."""
+    from everyscale.train.reuse import reusable_summary  # reuse builds on this module
+
+    try:
+        summary = json.loads(state.summary_path.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(summary, dict) or summary.get("status") != "completed":
+        return None
+    try:
+        return reusable_summary(state.config, state.optimizer_fingerprint)
+    except ValueError as err:
+        raise ValueError(
+            f"--resume: {state.out} holds a completed run whose checkpoint was not kept, so "
+            f"there is nothing to continue; {err}. Or drop --resume to train anew (the "
+            "finished run's files are kept as NAME.previous-N.EXT)"
+        ) from None
 
 
 def _load_checkpoint_into(state: RunState, saved: dict[str, Any]) -> None:
@@ -415,28 +492,38 @@ def _load_checkpoint_into(state: RunState, saved: dict[str, Any]) -> None:
     state.scheduler.load_state_dict(saved["scheduler"])
     state.generator.set_state(saved["data_generator"])
     torch.set_rng_state(saved["torch_rng"])
+    _set_run_fields(state, saved)
+
+
+def _load_run_fields(state: RunState, saved: dict[str, Any]) -> None:
+    """A distributed checkpoint's ``extra`` (JSON: the RNG states as lists of bytes)."""
+    if saved.get("config") != state.fingerprint:
+        raise ValueError(
+            f"checkpoint {state.dist.checkpoint_path(state.out)} was written under other "
+            "settings; it was left in place. Resume with the same settings, or use a new --out"
+        )
+    state.scheduler.load_state_dict(saved["scheduler"])
+    state.generator.set_state(torch.tensor(saved["data_generator"], dtype=torch.uint8))
+    torch.set_rng_state(torch.tensor(saved["torch_rng"], dtype=torch.uint8))
+    _set_run_fields(state, saved)
+
+
+def _set_run_fields(state: RunState, saved: dict[str, Any]) -> None:
     state.step, state.elapsed_before = saved["step"], saved["elapsed"]
     state.best_val, state.initial_val = saved["best_val"], saved["initial_val"]
     state.last_val, state.last_accuracy = saved["last_val"], saved["last_accuracy"]
 
 
 def _start_fresh(state: RunState) -> None:
-    """Empty metrics, no summary; an earlier run's files go to ``NAME.previous.EXT``."""
-    out = state.out
-    if state.checkpoint_path.exists():
-        # A fresh start never destroys an earlier run.
-        for name in (CHECKPOINT_NAME, METRICS_NAME, SUMMARY_NAME, CONFIG_NAME):
-            path = out / name
-            if path.exists():
-                path.replace(path.with_name(f"{path.stem}.previous{path.suffix}"))
-        if not state.config.quiet:
-            print(
-                f"{out} held an earlier run: moved its checkpoint, metrics, summary and "
-                "config to *.previous.* there",
-                file=sys.stderr,
-            )
+    """Empty metrics, no summary; an earlier run's files go to ``NAME.previous-N.EXT``.
+
+    A fresh start never destroys an earlier run, whether or not its checkpoint was kept (a
+    distributed run's ``checkpoint.dcp`` folder too). Only rank 0 touches the folder.
+    """
+    if not state.is_main:
+        return
+    keep_earlier_run(state.out, quiet=state.config.quiet)
     state.metrics_path.write_text("")
-    state.summary_path.unlink(missing_ok=True)  # a stale summary must not pass for this run's
 
 
 # ----------------------------------------------------------------------------- the steps
@@ -451,7 +538,8 @@ def _run_steps(state: RunState, callback, should_stop) -> bool:
     state.start = time.perf_counter()
     state.tokens_at_start = state.step * state.tokens_per_step
     progress = _Progress(state)
-    with open(state.metrics_path, "a") as metrics_file, _SignalCatcher() as signals:
+    metrics_path = state.metrics_path if state.is_main else os.devnull  # rank 0 logs
+    with open(metrics_path, "a") as metrics_file, _SignalCatcher() as signals:
         state.metrics_file = metrics_file
         try:
             return _step_until_done(state, signals, progress, callback, should_stop)
@@ -522,11 +610,21 @@ def _forward_backward(state: RunState) -> float:
     x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
     state.optimizer.zero_grad(set_to_none=True)
     loss_total = torch.zeros((), device=device)
-    micro_batch = config.batch_size // config.grad_accum
-    for xm, ym in zip(x.split(micro_batch), y.split(micro_batch)):
-        loss = _loss(state.model, xm, ym) / config.grad_accum
-        loss.backward()
+    if state.dist is not None:  # this rank's micro-batches, gradients all-reduced on the last
+        parts = state.dist.micro_batches(x, y, config.grad_accum)
+    else:
+        micro_batch = config.batch_size // config.grad_accum
+        parts = (
+            (state.model, xm, ym, contextlib.nullcontext())
+            for xm, ym in zip(x.split(micro_batch), y.split(micro_batch))
+        )
+    for module, xm, ym, context in parts:
+        with context:
+            loss = _loss(module, xm, ym) / config.grad_accum
+            loss.backward()
         loss_total += loss.detach()
+    if state.dist is not None:
+        loss_total = state.dist.mean(loss_total)  # the global batch's loss, on every rank
     # One host sync per step: the finiteness check and the metrics need the value.
     return loss_total.item()
 
@@ -608,6 +706,9 @@ def _save_checkpoint(state: RunState) -> None:
     if not _params_finite(state.model):
         raise _Diverged(state.step, "weight")
     state.metrics_file.flush()
+    if state.dist is not None:
+        state.dist.save(state.out, state.model, state.optimizer, _run_fields(state))
+        return
     save_checkpoint(
         state.checkpoint_path,
         {
@@ -625,6 +726,22 @@ def _save_checkpoint(state: RunState) -> None:
             "last_accuracy": state.last_accuracy,
         },
     )
+
+
+def _run_fields(state: RunState) -> dict[str, Any]:
+    """What a distributed checkpoint carries besides the tensors (JSON: ``DistRun.save``)."""
+    return {
+        "config": state.fingerprint,
+        "step": state.step,
+        "elapsed": state.seconds(),
+        "scheduler": state.scheduler.state_dict(),
+        "data_generator": state.generator.get_state().tolist(),
+        "torch_rng": torch.get_rng_state().tolist(),
+        "best_val": state.best_val,
+        "initial_val": state.initial_val,
+        "last_val": state.last_val,
+        "last_accuracy": state.last_accuracy,
+    }
 
 
 def _write_summary(state: RunState, status: str, **extra) -> dict[str, Any]:
@@ -659,7 +776,11 @@ def _write_summary(state: RunState, status: str, **extra) -> dict[str, Any]:
     }
     if state.optimizer_fingerprint is not None:
         result["optimizer_fingerprint"] = state.optimizer_fingerprint
-    atomic_write_json(state.summary_path, result)
+    if state.dist is not None:
+        result["processes"] = state.dist.world
+        result["parallel"] = state.dist.parallel
+    if state.is_main:
+        atomic_write_json(state.summary_path, result)
     return result
 
 

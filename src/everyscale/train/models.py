@@ -38,6 +38,17 @@ def _check_positive(**values: int) -> None:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
 
 
+def _check_input_shape(input_shape) -> tuple[int, ...]:
+    """``(channels, height, width)``-like: a non-empty sequence of positive integers."""
+    ok = isinstance(input_shape, (tuple, list)) and len(input_shape) > 0
+    if not ok or any(not isinstance(n, int) or isinstance(n, bool) or n < 1 for n in input_shape):
+        raise ValueError(
+            f"input_shape must be a sequence of positive integers such as [1, 28, 28], "
+            f"got {input_shape!r}"
+        )
+    return tuple(input_shape)
+
+
 # ----------------------------------------------------------------------------- GPT
 
 
@@ -149,9 +160,16 @@ class GPT(nn.Module):
                 f"width/heads = {width // heads} is odd; rotary embeddings rotate channel "
                 "pairs, so choose width and heads with an even head dimension"
             )
-        if not math.isfinite(residual_multiplier) or residual_multiplier <= 0:
+        if not isinstance(tied, bool):
+            raise ValueError(f"tied must be True or False (true/false), got {tied!r}")
+        if (
+            isinstance(residual_multiplier, bool)
+            or not isinstance(residual_multiplier, (int, float))
+            or not math.isfinite(residual_multiplier)
+            or residual_multiplier <= 0
+        ):
             raise ValueError(
-                f"residual_multiplier must be a positive finite number, got {residual_multiplier}"
+                f"residual_multiplier must be a positive finite number, got {residual_multiplier!r}"
             )
         self.width, self.depth, self.heads = width, depth, heads
         self.context, self.vocab, self.tied = context, vocab, tied
@@ -222,7 +240,7 @@ class MLP(nn.Module):
     ):
         super().__init__()
         _check_positive(width=width, depth=depth, num_classes=num_classes)
-        self.input_shape = tuple(input_shape)
+        self.input_shape = _check_input_shape(input_shape)
         fan_in = math.prod(self.input_shape)
         layers: list[nn.Module] = [nn.Flatten()]
         for i in range(depth):
@@ -268,7 +286,7 @@ class CNN(nn.Module):
             raise ValueError(
                 f"cnn needs images shaped (channels, height, width), got {input_shape}"
             )
-        self.input_shape = tuple(input_shape)
+        self.input_shape = _check_input_shape(input_shape)
         channels, height, wide = self.input_shape
         layers: list[nn.Module] = []
         self._conv_macs = 0  # multiply-adds of all convolutions for one image

@@ -95,8 +95,11 @@ def batch_size_rule(optimizer: str) -> str:
     for adaptive and sign-based methods (Adam, signSGD, Lion, Scion, Muon): Granziol et al.
     2022, *Learning Rates as a Function of Batch Size: A Random Matrix Theory Approach*
     (BRIEF §2). Valid up to the critical batch size, beyond which the learning rate saturates.
+    The rule follows the preset's update family in the preset registry.
     """
-    return "linear" if optimizer == "sgd" else "sqrt"
+    from everyscale.optim.registry import get_preset  # optim sits below train
+
+    return "linear" if get_preset(optimizer).family == "linear" else "sqrt"
 
 
 def scale_lr_for_batch_size(
