@@ -1,39 +1,45 @@
-"""Time one optimizer step on a GPT-shaped stack, against peers measured in the same run.
+"""Time one optimizer step on a GPT-shaped stack and on MoE experts, against peers in the same run.
 
-The parameters are those of everyscale's GPT (4 blocks, width 256, vocab 256: q, k, v, o and
-the two MLP matrices per block, token embedding, head, RMSNorm gains), with fixed random
+The GPT parameters are those of everyscale's GPT (4 blocks, width 256, vocab 256: q, k, v, o
+and the two MLP matrices per block, token embedding, head, RMSNorm gains), with fixed random
 gradients. Everything runs on ``--threads`` CPU threads (2 by default); each figure is a median
-over repeated steps after a warm-up step. Printed, as ratios so that a busy machine affects
-both sides alike:
+over repeated steps after a warm-up step. First the machine's float32 and bfloat16 ``torch.mm``
+rates (``--mm-size`` square) and the polar-factor dtype ``ns_dtype="auto"`` picks on it
+(``everyscale.optim.polar_dtype``). Printed, as ratios so that a busy machine affects both
+sides alike:
 
 ``muon_vs_torch_muon``
-    our ``muon`` preset's step time (its default Newton-Schulz dtype, float32 on the CPU)
-    over ``torch.optim.Muon`` on the block matrices plus ``torch.optim.AdamW(foreach=True)``
-    on the rest (the recipe torch documents), with the orthogonality error of each step's
-    update against the exact SVD polar factor. ``torch.optim.Muon`` always runs Newton-Schulz
-    in bfloat16, which CPUs without bfloat16 units compute 50-100x slower than float32.
-    Target: <= 0.1.
+    our ``muon`` preset's step time (its defaults: Polar Express, 5 steps, in the chosen dtype)
+    over ``torch.optim.Muon`` (bfloat16 Newton-Schulz, one matrix at a time) on the block
+    matrices plus ``torch.optim.AdamW(foreach=True)`` on the rest (the recipe torch documents),
+    with the orthogonality error of each step's update against the exact SVD polar factor
+    (max over the matrices; ours must be no larger). Target: <= 0.7.
 ``ns_efficiency``
     FLOP rate of our whole muon step (its matrix-product FLOPs, counted by
-    ``torch.utils.flop_counter``, over the step's median time) divided by the float32 rate of
-    a large square ``torch.mm`` measured in the same run. Target: >= 0.7.
-    ``polar_efficiency`` is the same ratio for bare ``polar_factor`` calls on the gradients
-    stacked by shape (no optimizer around it).
+    ``torch.utils.flop_counter``, over the step's median time) divided by the *faster* of the
+    float32 and bfloat16 ``torch.mm`` rates. Target: >= 0.75.
+``(float32)`` lines
+    the same with ``ns_dtype="float32"``: what a machine without bfloat16 units runs (there
+    ``auto`` picks float32), against torch's bfloat16 Muon on *this* machine (a harder peer
+    than on such a machine, where torch's bfloat16 is 50-100x slower), and its efficiency
+    against the float32 rate.
+``moe_vs_expert_loop``
+    a step of a ``spectral`` group on one ``(64, 64, 256)`` tensor (64 fine-grained experts,
+    as in Qwen3-MoE or OLMoE; one batched polar call) over a loop of the 64 per-expert polar
+    factors in the same method and dtype. Target: <= 0.3.
+``moe_large_ns_efficiency``
+    ``ns_efficiency`` of that step on 8 large experts ``(8, 256, 1024)``. Target: >= 0.75.
 ``adamw_vs_torch_adamw``
     our ``adamw`` preset over ``torch.optim.AdamW(foreach=True)``, steps interleaved so that
     drifting load hits both. Target: <= 1.1.
 
 Run:
 
-    .venv/bin/python benchmarks/optim_step.py
+    PYTHONPATH=src .venv/bin/python benchmarks/optim_step.py
 
-Most of the run time is torch's three bfloat16 Muon steps (12-17 s each on an idle 2-core
-machine, so about a minute in all). On a machine shared with other processes everything
-slows down, and unevenly: a two-thread OpenMP region stalls whenever one of its threads is
-descheduled, so many small products (one 256 x 256 matrix at a time) suffer far more than a
-few large ones. ``ns_efficiency`` then falls well below its idle-machine value; the
-``foreach=True`` line (same-shape matrices in one batched call) shows how much batching
-recovers. The load average is printed at the end for that reason.
+On a machine shared with other processes everything slows down, and unevenly: a two-thread
+OpenMP region stalls whenever one of its threads is descheduled, so many small products suffer
+far more than a few large ones, and the ratios move. The load average is printed at the end.
 """
 
 from __future__ import annotations
@@ -84,13 +90,20 @@ def interleaved_medians(
     return {name: statistics.median(values) for name, values in times.items()}
 
 
-def square_matmul(size: int) -> tuple[Callable[[], object], int]:
-    """A float32 ``size x size`` ``torch.mm`` call and its FLOPs (``2 size^3``): the peer."""
+def square_matmul(size: int, dtype: torch.dtype) -> tuple[Callable[[], object], int]:
+    """A ``size x size`` ``torch.mm`` call in ``dtype`` and its FLOPs (``2 size^3``): the peer."""
     generator = torch.Generator().manual_seed(0)
-    a = torch.randn(size, size, generator=generator)
-    b = torch.randn(size, size, generator=generator)
-    out = torch.empty(size, size)
+    a = torch.randn(size, size, generator=generator).to(dtype)
+    b = torch.randn(size, size, generator=generator).to(dtype)
+    out = torch.empty(size, size, dtype=dtype)
     return (lambda: torch.mm(a, b, out=out)), 2 * size**3
+
+
+def matmul_rates(size: int, rounds: int) -> dict[str, float]:
+    """FLOP/s of a square ``torch.mm`` in float32 and in bfloat16, measured in turns."""
+    calls = {name: square_matmul(size, getattr(torch, name)) for name in ("float32", "bfloat16")}
+    times = interleaved_medians({name: call for name, (call, _) in calls.items()}, rounds)
+    return {name: flops / times[name] for name, (_, flops) in calls.items()}
 
 
 def gpt_with_gradients(seed: int) -> nn.Module:
@@ -152,14 +165,6 @@ def matmul_flops_of(step: Callable[[], object]) -> int:
     return counter.get_total_flops()
 
 
-def stacked_block_gradients(model: nn.Module) -> list[torch.Tensor]:
-    """The block matrices' gradients stacked by shape, as a batched optimizer hands them over."""
-    by_shape: dict[tuple[int, ...], list[torch.Tensor]] = {}
-    for p in block_matrices(model).values():
-        by_shape.setdefault(tuple(p.shape), []).append(p.grad)
-    return [torch.stack(grads) for grads in by_shape.values()]
-
-
 def torch_muon_step(model: nn.Module, weight_decay: float) -> Callable[[], None]:
     """torch's documented recipe: Muon on hidden matrices, AdamW(foreach) on everything else."""
     hidden = list(block_matrices(model).values())
@@ -175,101 +180,122 @@ def torch_muon_step(model: nn.Module, weight_decay: float) -> Callable[[], None]
     return step
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
-    parser.add_argument("--reps", type=int, default=10, help="timed steps for our optimizers")
-    parser.add_argument(
-        "--torch-muon-reps",
-        type=int,
-        default=2,
-        help="timed torch.optim.Muon steps (each takes seconds in bfloat16; default 2)",
-    )
-    parser.add_argument("--adamw-reps", type=int, default=40, help="timed AdamW step pairs")
-    parser.add_argument("--mm-size", type=int, default=2048, help="side of the reference mm")
-    args = parser.parse_args()
-    for name in ("threads", "reps", "torch_muon_reps", "adamw_reps", "mm_size"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name.replace('_', '-')} must be a positive integer")
+def gpt_muon(args: argparse.Namespace, peak: float, rates: dict[str, float]) -> None:
+    """Our muon preset (auto dtype, and float32) against torch.optim.Muon + AdamW."""
+    from everyscale.optim import optimizer
 
-    torch.set_num_threads(args.threads)
-    wall_start = time.perf_counter()
-    load_before = os.getloadavg()[0]
     model = gpt_with_gradients(seed=0)
     hidden = block_matrices(model)
     print(
         f"GPT stack {GPT_SHAPE}: {sum(p.numel() for p in model.parameters()):,} parameters, "
-        f"{len(hidden)} block matrices; torch {torch.__version__}, {args.threads} threads"
+        f"{len(hidden)} block matrices"
     )
-    matmul, matmul_flops = square_matmul(args.mm_size)
+    steps, errors, flops = {}, {}, {}
+    for name, options in (("ours", {}), ("float32", {"ns_dtype": "float32"})):
+        twin = clone_with_gradients(model)
+        opt = optimizer(twin, "muon", lr=MUON_LR, weight_decay=0.0, **options)
+        errors[name] = first_step_errors(twin, opt.step)  # also the warm-up step
+        flops[name] = matmul_flops_of(opt.step)
+        steps[name] = opt.step
+        if name == "ours":
+            polar = next(g for g in opt.param_groups if "method" in g["norm_kwargs"])
+            print(f"muon polar factor: {polar['norm_kwargs']}")
+    if args.torch_muon:
+        torch_model = clone_with_gradients(model)
+        steps["torch"] = torch_muon_step(torch_model, weight_decay=0.0)
+        errors["torch"] = first_step_errors(torch_model, steps["torch"])  # also the warm-up
+    else:  # torch's bfloat16 steps can take minutes on a loaded machine
+        steps["torch"], errors["torch"] = (lambda: None), [float("nan")]
 
-    # --- polar_factor alone, on the block gradients stacked by shape ----------------------
-    stacks = stacked_block_gradients(model)
-    polar_flops = sum(newton_schulz_flops(stack.shape, 5) for stack in stacks)
-    times = interleaved_medians(
-        {"mm": matmul, "polar": lambda: [polar_factor(stack) for stack in stacks]}, args.reps
-    )
-    mm_rate = matmul_flops / times["mm"]
-    print(f"float32 torch.mm {args.mm_size}^2: {mm_rate / 1e9:.1f} GFLOP/s")
-    print(
-        f"polar_factor on {len(stacks)} stacks: {times['polar'] * 1e3:.1f} ms, "
-        f"{polar_flops / times['polar'] / 1e9:.1f} GFLOP/s"
-    )
-    print(f"polar_efficiency: {polar_flops / times['polar'] / mm_rate:.3f}")
-
-    try:
-        from everyscale.optim import optimizer
-    except ImportError as error:  # the presets live in another module of the package
-        print(f"muon_vs_torch_muon: n/a (everyscale.optim.optimizer unavailable: {error})")
-        return 1
-
-    # --- muon: ours (default dtype) against torch.optim.Muon + AdamW -----------------------
-    ours_model = clone_with_gradients(model)
-    ours = optimizer(ours_model, "muon", lr=MUON_LR, weight_decay=0.0)
-    ours_errors = first_step_errors(ours_model, ours.step)  # also the warm-up step
-    step_flops = matmul_flops_of(ours.step)
-
-    # The same preset with foreach=True, whose same-shape matrices share one batched call.
-    batched_model = clone_with_gradients(model)
-    batched = optimizer(batched_model, "muon", lr=MUON_LR, weight_decay=0.0, foreach=True)
-    batched_errors = first_step_errors(batched_model, batched.step)
-
-    torch_model = clone_with_gradients(model)
-    torch_step = torch_muon_step(torch_model, weight_decay=0.0)
-    torch_errors = first_step_errors(torch_model, torch_step)  # also the warm-up step
-
-    # Each round: the reference mm, several of our (short) steps, one of torch's (long) steps.
+    # Each round: several of our (short) steps, one of torch's (possibly long) steps.
     ours_calls = max(1, args.reps // args.torch_muon_reps)
     times = interleaved_medians(
-        {"mm": matmul, "ours": ours.step, "batched": batched.step, "torch": torch_step},
+        steps,
         rounds=args.torch_muon_reps,
-        calls_per_round={"mm": 3, "ours": ours_calls, "batched": ours_calls},
+        calls_per_round={"ours": ours_calls, "float32": ours_calls},
         warmup=0,
     )
-    mm_rate = matmul_flops / times["mm"]
-    expected_flops = sum(newton_schulz_flops(p.shape, 5) for p in hidden.values())
     print(
-        f"muon step: ours {times['ours'] * 1e3:.1f} ms, torch.optim.Muon(+AdamW) "
-        f"{times['torch'] * 1e3:.1f} ms"
+        f"muon step: ours {times['ours'] * 1e3:.1f} ms, ours float32 "
+        f"{times['float32'] * 1e3:.1f} ms, torch.optim.Muon(+AdamW) {times['torch'] * 1e3:.1f} ms"
     )
     print(
         f"orthogonality error vs SVD polar factor (max over {len(hidden)} matrices): "
-        f"ours {max(ours_errors):.4f}, ours foreach {max(batched_errors):.4f}, "
-        f"torch {max(torch_errors):.4f}"
+        f"ours {max(errors['ours']):.4f}, ours float32 {max(errors['float32']):.4f}, "
+        f"torch {max(errors['torch']):.4f}"
     )
-    print(f"muon_vs_torch_muon: {times['ours'] / times['torch']:.4f}")
+    if args.torch_muon:
+        print(f"muon_vs_torch_muon: {times['ours'] / times['torch']:.4f}")
+        print(f"muon_vs_torch_muon (float32): {times['float32'] / times['torch']:.4f}")
+    expected = sum(newton_schulz_flops(p.shape, 5) for p in hidden.values())
     print(
-        f"muon step matmul FLOPs {step_flops / 1e9:.2f} G (5-step Newton-Schulz on the block "
-        f"matrices: {expected_flops / 1e9:.2f} G); torch.mm {mm_rate / 1e9:.1f} GFLOP/s"
+        f"muon step matmul FLOPs {flops['ours'] / 1e9:.2f} G (5 quintic steps on the block "
+        f"matrices: {expected / 1e9:.2f} G)"
     )
-    print(f"ns_efficiency: {step_flops / times['ours'] / mm_rate:.3f}")
+    print(f"ns_efficiency: {flops['ours'] / times['ours'] / peak:.3f}")
     print(
-        f"muon preset with foreach=True (batched polar calls): "
-        f"{times['batched'] * 1e3:.1f} ms, vs torch {times['batched'] / times['torch']:.4f}, "
-        f"efficiency {step_flops / times['batched'] / mm_rate:.3f}"
+        f"ns_efficiency (float32, against the float32 rate): "
+        f"{flops['float32'] / times['float32'] / rates['float32']:.3f}"
     )
 
-    # --- adamw: ours against torch.optim.AdamW(foreach=True) ---------------------------------
+
+def expert_errors(grad: torch.Tensor, update: torch.Tensor) -> float:
+    """Max over experts of the orthogonality error of ``update`` against polar(``grad``)."""
+    return max(orthogonality_error(update[e], torch.zeros_like(update[e]), grad[e])
+               for e in range(grad.shape[0]))  # fmt: skip
+
+
+def moe_step(shape: tuple[int, int, int], dtype: str) -> tuple[Callable[[], None], torch.Tensor]:
+    """A muon-like step (Spectral LMO, Polar Express) on one ``(E, m, n)`` expert tensor."""
+    from everyscale.optim import NormOptimizer
+
+    generator = torch.Generator().manual_seed(3)
+    experts = nn.Parameter(torch.randn(shape, generator=generator) * 0.02)
+    experts.grad = torch.randn(shape, generator=generator) * 1e-2
+    opt = NormOptimizer(
+        [experts], lr=MUON_LR, norm="spectral", momentum=0.95, nesterov=True,
+        norm_kwargs={"method": "polar_express", "steps": 5, "dtype": dtype},
+    )  # fmt: skip
+    return opt.step, experts
+
+
+def moe(args: argparse.Namespace, peak: float, dtype: str) -> None:
+    """Fine-grained experts against a loop over them; large experts' efficiency."""
+    fine = (64, 64, 256)
+    step, experts = moe_step(fine, dtype)
+    before = experts.detach().clone()
+    step()
+    error = expert_errors(experts.grad, before - experts.detach())
+    grads = experts.grad
+
+    def loop() -> None:
+        for e in range(fine[0]):
+            polar_factor(grads[e], method="polar_express", steps=5, dtype=dtype)
+
+    times = interleaved_medians({"step": step, "loop": loop}, args.reps)
+    print(
+        f"MoE {fine[0]} experts of {fine[1]}x{fine[2]} ({dtype}): step {times['step'] * 1e3:.2f} "
+        f"ms, loop of per-expert polar factors {times['loop'] * 1e3:.2f} ms; orthogonality "
+        f"error (max over experts) {error:.4f}"
+    )
+    print(f"moe_vs_expert_loop: {times['step'] / times['loop']:.3f}")
+
+    large = (8, 256, 1024)
+    step, experts = moe_step(large, dtype)
+    flops = matmul_flops_of(step)
+    time_large = interleaved_medians({"step": step}, args.reps)["step"]
+    print(
+        f"MoE {large[0]} experts of {large[1]}x{large[2]} ({dtype}): step "
+        f"{time_large * 1e3:.2f} ms, {flops / time_large / 1e9:.0f} GFLOP/s"
+    )
+    print(f"moe_large_ns_efficiency: {flops / time_large / peak:.3f}")
+
+
+def adamw(args: argparse.Namespace) -> None:
+    """Our adamw preset against torch.optim.AdamW(foreach=True)."""
+    from everyscale.optim import optimizer
+
+    model = gpt_with_gradients(seed=0)
     ours_adamw = optimizer(clone_with_gradients(model), "adamw", lr=ADAMW_LR)
     torch_adamw = torch.optim.AdamW(
         clone_with_gradients(model).parameters(), lr=ADAMW_LR, foreach=True
@@ -282,6 +308,46 @@ def main() -> int:
         f"{adamw_times['torch'] * 1e3:.2f} ms"
     )
     print(f"adamw_vs_torch_adamw: {adamw_times['ours'] / adamw_times['torch']:.3f}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    parser.add_argument("--reps", type=int, default=10, help="timed steps for our optimizers")
+    parser.add_argument(
+        "--torch-muon-reps", type=int, default=3, help="timed torch.optim.Muon steps (default 3)"
+    )
+    parser.add_argument(
+        "--torch-muon",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="time torch.optim.Muon (--no-torch-muon: skip it; the muon_vs_torch_muon lines "
+        "are then meaningless)",
+    )
+    parser.add_argument("--adamw-reps", type=int, default=40, help="timed AdamW step pairs")
+    parser.add_argument("--mm-size", type=int, default=2048, help="side of the reference mm")
+    args = parser.parse_args()
+    for name in ("threads", "reps", "torch_muon_reps", "adamw_reps", "mm_size"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be a positive integer")
+
+    from everyscale.optim.polar_dtype import choose_polar_dtype
+
+    torch.set_num_threads(args.threads)
+    wall_start = time.perf_counter()
+    load_before = os.getloadavg()[0]
+    print(f"torch {torch.__version__}, {args.threads} threads")
+    rates = matmul_rates(args.mm_size, args.reps)
+    faster = max(rates, key=rates.get)
+    print(
+        f"torch.mm {args.mm_size}^2: float32 {rates['float32'] / 1e9:.1f} GFLOP/s, bfloat16 "
+        f"{rates['bfloat16'] / 1e9:.1f} GFLOP/s (efficiencies below are against {faster})"
+    )
+    choice = choose_polar_dtype("cpu")
+    print(f"ns_dtype='auto' picks {choice.dtype}: {choice.reason}")
+    gpt_muon(args, rates[faster], rates)
+    moe(args, rates[faster], choice.dtype)
+    adamw(args)
     print(
         f"benchmark wall time: {time.perf_counter() - wall_start:.0f} s; load average "
         f"{load_before:.2f} before, {os.getloadavg()[0]:.2f} after (other processes on the "

@@ -35,6 +35,10 @@ HEADS = {
 TEXT_MODELS = ("gpt2", "llama_tied", "llama_untied", "bert_mlm", "mixtral", "t5")
 
 
+# The polar factor of Spectral()'s defaults, which the per-matrix references below use.
+REFERENCE_POLAR = {"ns_method": "newton_schulz", "ns_dtype": "float32"}
+
+
 def _no_role_warnings(caught) -> list[str]:
     return [str(w.message) for w in caught if "assign_roles" in str(w.message)]
 
@@ -133,7 +137,8 @@ def test_mixtral_experts_are_orthogonalized_per_expert():
     model, _, _ = hf_zoo.build("mixtral")
     experts = model.model.layers[0].mlp.experts
     before = experts.gate_up_proj.detach().clone()
-    opt = make_optimizer(model, "uscion", lr=0.1, momentum=0.0, radius=1.0)
+    # float32 Newton-Schulz, the recipe of the Spectral() reference below
+    opt = make_optimizer(model, "uscion", lr=0.1, momentum=0.0, radius=1.0, **REFERENCE_POLAR)
     _set_grads(model)
     grad = experts.gate_up_proj.grad.clone()
     opt.step()
@@ -366,8 +371,9 @@ def test_per_head_layout_orthogonalizes_each_head():
         everyscale.optim.register_layout(Heads, "q.weight", Layout(heads=2))
         before = model.q.weight.detach().clone()
         opt = make_optimizer(
-            model, "uscion", lr=0.1, radius=1.0, momentum=0.0, roles={"*": "hidden"}
-        )
+            model, "uscion", lr=0.1, radius=1.0, momentum=0.0, roles={"*": "hidden"},
+            **REFERENCE_POLAR,
+        )  # fmt: skip
         _set_grads(model)
         grad = model.q.weight.grad.clone()
         opt.step()

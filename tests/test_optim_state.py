@@ -131,7 +131,14 @@ def test_state_dict_stores_norms_as_plain_data():
     norms = {(g["norm"], repr(g["norm_kwargs"])) for g in state["param_groups"]}
     assert ("sign", "{'normalized': True}") in norms
     assert all(isinstance(g["norm"], str) for g in state["param_groups"])
-    assert state["everyscale"] == {"steps": 0, "skipped_steps": 0, "preconditioner_fallbacks": 0}
+    record = state["everyscale"]
+    assert (record["steps"], record["skipped_steps"], record["preconditioner_fallbacks"]) == (
+        0,
+        0,
+        0,
+    )
+    assert record["preset"] == "scion"
+    assert record["polar_dtype"]["dtype"] in ("float32", "bfloat16")  # chosen for ns_dtype="auto"
 
 
 def test_skip_count_survives_state_dict(tmp_path):

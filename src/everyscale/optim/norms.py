@@ -331,10 +331,11 @@ class _PolarMixin:
             )
         if isinstance(dtype, torch.dtype):
             dtype = str(dtype).removeprefix("torch.")
-        if dtype is not None and not isinstance(getattr(torch, str(dtype), None), torch.dtype):
+        known = dtype in (None, "auto") or isinstance(getattr(torch, str(dtype), None), torch.dtype)
+        if not known:
             raise ValueError(
-                f"spectral norm: dtype must be None or a dtype name such as 'float32' or "
-                f"'bfloat16', got {dtype!r}"
+                f"spectral norm: dtype (ns_dtype) must be 'auto', None (float32) or a dtype name "
+                f"such as 'float32' or 'bfloat16', got {dtype!r}"
             )
         # Stored as plain strings so that a state_dict loads with torch.load(weights_only=True).
         self.method, self.steps, self.dtype = method, steps, dtype
@@ -347,7 +348,12 @@ class _PolarMixin:
             # Tall: orthogonalize the (wide) transpose, a view, as torch.optim.Muon does, so
             # that the sequence of matrix products and its rounding are the same as Muon's.
             return self._polar(x.mT).mT
-        return polar_factor(x, method=self.method, steps=self.steps, dtype=self.dtype)
+        dtype = self.dtype
+        if dtype == "auto":  # outside an optimizer, which resolves it once per job
+            from everyscale.optim.polar_dtype import choose_polar_dtype
+
+            dtype = choose_polar_dtype(x.device, distributed=False).dtype
+        return polar_factor(x, method=self.method, steps=self.steps, dtype=dtype)
 
 
 class Spectral(_PolarMixin, Norm):
@@ -360,7 +366,8 @@ class Spectral(_PolarMixin, Norm):
     2025, *Muon is Scalable for LLM Training*, torch's ``match_rms_adamw``), ``"none"`` 1.
 
     The polar factor comes from ``everyscale.optim.polar.polar_factor`` with ``method``
-    (``"newton_schulz"``, ``"polar_express"``, ``"svd"``), ``steps`` and ``dtype``; the
+    (``"newton_schulz"``, ``"polar_express"``, ``"svd"``), ``steps`` and ``dtype`` (``None``:
+    float32; ``"auto"``: the fastest on the device, see ``everyscale.optim.polar_dtype``); the
     iterative methods return ``U S' V^T`` with ``S'`` near 1, so the LMO identities hold
     exactly only for ``method="svd"``. ``dual_norm`` and ``norm`` are exact (SVD) regardless.
     """
@@ -386,7 +393,7 @@ class Spectral(_PolarMixin, Norm):
 
     def describe(self) -> str:
         label = "spectral" if self.scaling == "natural" else f"spectral({self.scaling})"
-        if self.method != "newton_schulz":
+        if self.method != "polar_express":  # the presets' default goes unsaid
             label += f"[{self.method}]"
         return label
 

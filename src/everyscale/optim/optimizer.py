@@ -40,10 +40,13 @@ with its own LMO and shape factor. Two code paths compute the same thing: a per-
 matrices of a group that use a polar factor are orthogonalized together in one batched call.
 
 The optimizer's state lives in ``self.state`` (``momentum_buffer``, Adam's ``exp_avg``,
-``exp_avg_sq``, ``step``) and two counters (steps taken, non-finite steps skipped) ride along
-in ``state_dict()``; the norm of each group is stored as plain data (``norm`` name plus
-``norm_kwargs``), so a state_dict survives ``torch.save``/``torch.load(weights_only=True)``
-and resuming continues bit for bit.
+``exp_avg_sq``, ``step``); ``state_dict()["everyscale"]`` adds two counters (steps taken,
+non-finite steps skipped), the preset that built the optimizer and the polar-factor dtype
+chosen for ``dtype="auto"`` (``everyscale.optim.polar_dtype``: once per optimizer, on its first
+polar group). The norm of each group is stored as plain data (``norm`` name plus
+``norm_kwargs``, the resolved dtype included), so a state_dict survives
+``torch.save``/``torch.load(weights_only=True)``, resuming continues bit for bit in the dtype
+the run started with, and ``load_state_dict`` refuses a state saved by another preset.
 """
 
 from __future__ import annotations
@@ -60,6 +63,7 @@ from torch import Tensor
 from everyscale.optim.adaptive import AdaptiveGeometry
 from everyscale.optim.layouts import Layout
 from everyscale.optim.norms import Adam, Identity, Norm, adam_denominator, get_norm
+from everyscale.optim.polar_dtype import PolarDtypeChoice, choose_polar_dtype
 
 __all__ = ["MOMENTUM_STYLES", "STEPS", "NonFiniteGradientError", "NormOptimizer"]
 
@@ -89,6 +93,23 @@ def _check_nonnegative(value: Any, what: str) -> float:
     ):
         raise ValueError(f"{what} must be a finite number >= 0, got {value!r}")
     return float(value)
+
+
+def _preset_of(groups: list[dict[str, Any]]) -> str | None:
+    """The preset named by the groups' ``preset`` entries (None when there is none)."""
+    names = {group.get("preset") for group in groups} - {None}
+    return ", ".join(sorted(names)) if names else None
+
+
+def _check_same_preset(saved: str | None, current: str | None) -> None:
+    """Refuse the state of one preset loaded into another (it would take its settings)."""
+    if saved is not None and current is not None and saved != current:
+        raise ValueError(
+            f"load_state_dict: this state_dict was saved by the {saved!r} preset, but this "
+            f"optimizer is the {current!r} preset; loading it would replace {current}'s "
+            f"settings and state with {saved}'s. Resume with everyscale.optimizer(model, "
+            f"{saved!r}), or leave the optimizer state out to start {current} afresh"
+        )
 
 
 class NormOptimizer(torch.optim.Optimizer):
@@ -163,6 +184,7 @@ class NormOptimizer(torch.optim.Optimizer):
             "layout": layout,
         }
         self._counters = {"steps": 0, "skipped_steps": 0, "preconditioner_fallbacks": 0}
+        self._polar_choice: PolarDtypeChoice | None = None  # resolved by the first "auto" group
         self._warned_fallback = False
         #: ``lmo_hook(optimizer, group, norm, params, directions, foreach) -> list[Tensor]``,
         #: when set, computes a group's base LMOs in place of ``group_base_lmos``
@@ -200,6 +222,9 @@ class NormOptimizer(torch.optim.Optimizer):
         else:
             group["norm_kwargs"] = dict(group["norm_kwargs"])
         norm = self._norm_of(group)  # validates the name and options
+        if group["norm_kwargs"].get("dtype") == "auto" and group["params"]:
+            group["norm_kwargs"]["dtype"] = self._job_polar_dtype(group["params"][0].device)
+            norm = self._norm_of(group)
 
         lr = group["lr"]
         if isinstance(lr, Tensor):
@@ -340,19 +365,49 @@ class NormOptimizer(torch.optim.Optimizer):
         """How many steps were skipped for a non-finite gradient (``nonfinite="skip"``)."""
         return self._counters["skipped_steps"]
 
+    # ---------------------------------------------------------------- job record
+    @property
+    def preset(self) -> str | None:
+        """The preset that built this optimizer (``everyscale.optimizer``), or None."""
+        return _preset_of(self.param_groups)
+
+    @property
+    def polar_dtype(self) -> PolarDtypeChoice | None:
+        """The dtype chosen for ``ns_dtype="auto"`` polar factors and why (None if none)."""
+        return self._polar_choice
+
+    def _job_polar_dtype(self, device: torch.device) -> str:
+        """The job's polar-factor dtype: chosen once (``choose_polar_dtype``), then reused."""
+        if self._polar_choice is None:
+            self._polar_choice = choose_polar_dtype(device)
+        return self._polar_choice.dtype
+
     def state_dict(self) -> dict[str, Any]:
         state = super().state_dict()
         state["everyscale"] = dict(self._counters)
+        state["everyscale"]["preset"] = self.preset
+        if self._polar_choice is not None:
+            state["everyscale"]["polar_dtype"] = self._polar_choice.to_dict()
         return state
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Load a state; refused (ValueError) if another preset saved it.
+
+        The settings of the saved groups come back with it (as in ``torch.optim``), the
+        polar-factor dtype included, so a resumed run keeps the dtype it started with.
+        """
         state_dict = dict(state_dict)
-        counters = state_dict.pop("everyscale", None)
+        record = dict(state_dict.pop("everyscale", None) or {})
+        _check_same_preset(record.get("preset") or _preset_of(state_dict["param_groups"]),
+                           self.preset)  # fmt: skip
         super().load_state_dict(state_dict)
         self._keep_saved_dtypes(state_dict)
         self._norm_cache.clear()
-        if counters is not None:
-            self._counters.update({k: int(v) for k, v in counters.items()})
+        for key in self._counters:
+            if key in record:
+                self._counters[key] = int(record[key])
+        if record.get("polar_dtype") is not None:
+            self._polar_choice = PolarDtypeChoice.from_dict(record["polar_dtype"])
 
     def _keep_saved_dtypes(self, state_dict: dict[str, Any]) -> None:
         """Undo torch's cast of every state tensor to its parameter's dtype.

@@ -32,9 +32,16 @@ The Spectral LMO (BRIEF §1) needs the polar factor ``polar(G) = U V^T`` of a gr
 
 Both iterations run on the short side: a tall ``m x n`` matrix (``m > n``) uses the ``n x n``
 Gram matrix ``A = X^T X`` and multiplies from the right (``X <- a X + X (b A + c A^2)``),
-which equals transposing, iterating and transposing back, without the copies. A stack is
-computed with batched products (``bmm``/``baddbmm``), the scalar multiples ride in the
-products' ``alpha``/``beta`` arguments, and the three work buffers are reused across steps.
+which equals transposing, iterating and transposing back, without the copies. A stack
+(leading dimensions, e.g. the ``(E, m, n)`` weights of ``E`` experts) is one batched call.
+
+Two kernels compute the step. ``"newton_schulz"`` keeps torch.optim.Muon's order of
+operations (``addmm``/``baddbmm`` with the scalars in ``alpha``/``beta``), so that its bfloat16
+result equals Muon's bit for bit. ``"polar_express"`` writes the step as three bare products,
+``X <- P X`` with ``P = a I + A (b I + c A)``, the scalars added on the ``p x p`` side: same
+FLOPs, and on CPUs it keeps the fast bfloat16 kernels that ``addmm`` with a ``beta`` term can
+leave. Which dtype is fastest on the machine at hand is decided by
+``everyscale.optim.polar_dtype``.
 """
 
 from __future__ import annotations
@@ -46,6 +53,7 @@ import torch
 from torch import Tensor
 
 __all__ = [
+    "DEFAULT_POLAR_METHOD",
     "JORDAN_COEFFICIENTS",
     "POLAR_EXPRESS_COEFFICIENTS",
     "POLAR_EXPRESS_SAFETY",
@@ -56,6 +64,10 @@ __all__ = [
 ]
 
 POLAR_METHODS: tuple[str, ...] = ("newton_schulz", "polar_express", "svd")
+#: the presets' default (``ns_method``): Polar Express, at the FLOPs of Jordan's iteration
+#: (same number of steps) and about half its distance to ``U V^T``; ``"newton_schulz"`` is
+#: torch.optim.Muon's exact recipe, kept for parity
+DEFAULT_POLAR_METHOD = "polar_express"
 
 # Jordan et al. 2024 (Muon); the same defaults as torch.optim.Muon.
 JORDAN_COEFFICIENTS: tuple[float, float, float] = (3.4445, -4.7750, 2.0315)
@@ -191,13 +203,33 @@ def polar_factor(
             "polar_factor: coefficients apply only to method='newton_schulz'; Polar Express "
             "uses its published per-step schedule (leave coefficients=None)"
         )
-    return _quintic_iteration(
+    return _folded_iteration(
         x,
         polar_express_schedule(steps),
         work_dtype,
         norm_scale=POLAR_EXPRESS_SAFETY,
         eps=eps,
     )
+
+
+def _start(x: Tensor, work_dtype: torch.dtype, norm_scale: float, eps: float) -> Tensor:
+    """``X_0 = x / (norm_scale ||x||_F + eps)`` per matrix, a fresh ``(count, m, n)`` stack.
+
+    The norm is taken in the working dtype, as torch.optim.Muon does (its bfloat16 result
+    depends on the norm being computed from the rounded matrix).
+    """
+    stack = x.reshape(-1, *x.shape[-2:]).to(work_dtype)  # a view for float32 input
+    norms = torch.linalg.vector_norm(stack, dim=(-2, -1), keepdim=True)
+    if not bool(torch.isfinite(norms).all()):
+        raise ValueError(
+            "polar_factor: x contains NaN or inf (its Frobenius norm is not finite); "
+            "check the gradient or momentum that was passed in"
+        )
+    denominators = norms * norm_scale + eps if norm_scale != 1.0 else norms + eps
+    # A contiguous result whatever the input's strides (a tall matrix arrives as a transposed
+    # view): bfloat16 products on transposed operands can leave the fast CPU kernels.
+    start = torch.empty(stack.shape, dtype=work_dtype, device=x.device)
+    return torch.div(stack, denominators, out=start)
 
 
 def _quintic_iteration(
@@ -208,47 +240,25 @@ def _quintic_iteration(
     norm_scale: float,
     eps: float,
 ) -> Tensor:
-    """``X <- a_t X + (b_t A + c_t A^2) X`` for each ``(a_t, b_t, c_t)`` in ``schedule``.
+    """torch.optim.Muon's recipe: ``B = b A + c A^2``, then ``X <- a X + B X`` (addmm fusions).
 
-    Starts from ``X_0 = x / (norm_scale ||x||_F + eps)`` per matrix, in ``work_dtype``.
+    The exact order of operations of ``torch.optim.Muon``, so that its rounding is reproduced
+    in every dtype (bfloat16 results equal Muon's bit for bit; the optimizer's float32 parity
+    tests agree to 1e-6 over 20 steps). One matrix goes through ``mm``/``addmm`` (what Muon
+    calls), a stack through ``bmm``/``baddbmm``; all write into reused ``out=`` buffers.
     """
     m, n = x.shape[-2:]
     tall = m > n
-    short = min(m, n)
-    stack = x.reshape(-1, m, n)  # a view for the usual contiguous input
-    count = stack.shape[0]
-
-    # Normalize in the working dtype, as torch.optim.Muon does (its bfloat16 result depends
-    # on the norm being computed from the rounded matrix).
-    start = stack.to(work_dtype)
-    norms = torch.linalg.vector_norm(start, dim=(-2, -1), keepdim=True)
-    if not bool(torch.isfinite(norms).all()):
-        raise ValueError(
-            "polar_factor: x contains NaN or inf (its Frobenius norm is not finite); "
-            "check the gradient or momentum that was passed in"
-        )
-    denominators = norms * norm_scale + eps if norm_scale != 1.0 else norms + eps
-
-    # One matrix goes through mm/addmm (what torch.optim.Muon calls, so bfloat16 results
-    # match it), a stack through bmm/baddbmm; all write into reused out= buffers.
-    if count == 1:
+    x_now = _start(x, work_dtype, norm_scale, eps)
+    if x_now.shape[0] == 1:
         matmul, matmul_add = torch.mm, torch.addmm
-        x_now = torch.empty((m, n), dtype=work_dtype, device=x.device)
-        torch.div(start[0], denominators[0], out=x_now)
-        gram_shape: tuple[int, ...] = (short, short)
+        x_now = x_now[0]
     else:
         matmul, matmul_add = torch.bmm, torch.baddbmm
-        x_now = torch.empty((count, m, n), dtype=work_dtype, device=x.device)
-        torch.div(start, denominators, out=x_now)
-        gram_shape = (count, short, short)
+    short = min(m, n)
     x_next = torch.empty_like(x_now)
-    gram = torch.empty(gram_shape, dtype=work_dtype, device=x.device)
+    gram = x_now.new_empty((*x_now.shape[:-2], short, short))
     poly = torch.empty_like(gram)
-
-    # torch.optim.Muon's exact order of operations, so that its rounding is reproduced in
-    # every dtype (the optimizer's parity tests compare float32 runs to 1e-6 over 20 steps):
-    # B = b A + c A^2, then X <- a X + B X. (Folding a into B's diagonal would save the copy
-    # of X that addmm makes into its output buffer, but sums in another order.)
     for a, b, c in schedule:
         if tall:  # short side is n: A = X^T X and X <- a X + X (b A + c A^2)
             matmul(x_now.mT, x_now, out=gram)
@@ -259,7 +269,46 @@ def _quintic_iteration(
             matmul_add(gram, gram, gram, beta=b, alpha=c, out=poly)
             matmul_add(x_now, poly, x_now, beta=a, out=x_next)
         x_now, x_next = x_next, x_now
+    return x_now.reshape(x.shape).to(x.dtype)
 
+
+def _folded_iteration(
+    x: Tensor,
+    schedule: list[tuple[float, float, float]],
+    work_dtype: torch.dtype,
+    *,
+    norm_scale: float,
+    eps: float,
+) -> Tensor:
+    """The same update as three plain products a step: ``X <- P X``, ``P = a I + A (b I + c A)``.
+
+    The scalars ride on ``O(p^2)`` elementwise work of the ``p x p`` Gram side (``c A`` with
+    ``b`` added to its diagonal, then ``a`` added to the diagonal of the product), so every
+    product is a bare ``bmm``: on CPUs torch's bfloat16 ``addmm``/``baddbmm`` with a
+    ``beta`` term can leave the fast (oneDNN) kernels, while ``bmm`` keeps them. The FLOPs
+    are those of ``newton_schulz_flops``; the rounding differs from Muon's recipe.
+    """
+    m, n = x.shape[-2:]
+    tall = m > n
+    x_now = _start(x, work_dtype, norm_scale, eps)
+    x_next = torch.empty_like(x_now)
+    short = min(m, n)
+    gram = x_now.new_empty((x_now.shape[0], short, short))
+    poly, inner = torch.empty_like(gram), torch.empty_like(gram)
+    for a, b, c in schedule:
+        if tall:  # A = X^T X, X <- X P (P is symmetric: a polynomial in A)
+            torch.bmm(x_now.mT, x_now, out=gram)
+        else:  # A = X X^T, X <- P X
+            torch.bmm(x_now, x_now.mT, out=gram)
+        torch.mul(gram, c, out=inner)
+        inner.diagonal(dim1=-2, dim2=-1).add_(b)
+        torch.bmm(gram, inner, out=poly)
+        poly.diagonal(dim1=-2, dim2=-1).add_(a)
+        if tall:
+            torch.bmm(x_now, poly, out=x_next)
+        else:
+            torch.bmm(poly, x_now, out=x_next)
+        x_now, x_next = x_next, x_now
     return x_now.reshape(x.shape).to(x.dtype)
 
 

@@ -28,7 +28,9 @@ weight decay ``wd`` and momentum buffer ``d`` (zero at the start unless said oth
 ``muon`` (= torch.optim.Muon on its matrices; Jordan et al. 2024)
     2-D hidden matrices (``d_out x d_in``): ``d <- beta d + (1 - beta) g`` (beta 0.95),
     Nesterov ``u = (1 - beta) g + beta d``; ``W <- (1 - lr wd) W - lr a NS(u)`` where
-    ``NS(u) ~ U V^T`` is the polar factor of ``u = U S V^T`` by 5 Newton-Schulz steps, and
+    ``NS(u) ~ U V^T`` is the polar factor of ``u = U S V^T`` by 5 quintic steps (by default
+    Polar Express, Amsel et al. 2025: the FLOPs of Muon's 5 Newton-Schulz steps, closer to
+    ``U V^T``; ``ns_method="newton_schulz", ns_dtype="bfloat16"`` is torch's exact recipe), and
     ``a = max(1, sqrt(d_out/d_in))`` (``adjust_lr_fn=None`` or ``"original"``) or
     ``a = 0.2 sqrt(max(d_out, d_in))`` (``"match_rms_adamw"``, Liu et al. 2025); the decay
     uses the unscaled ``lr``. **Every other parameter** (embedding, head, norm gains,
@@ -61,6 +63,11 @@ weight decay ``wd`` and momentum buffer ``d`` (zero at the start unless said oth
     ``W <- (1 - lr wd) W - lr 0.2 sqrt(mn) O_hat / ||O_hat||_F`` with ``O_hat = O / (sqrt(v) +
     eps)`` (``normuon.py``). In these three presets every other tensor takes AdamW at
     ``rest_lr``.
+
+The polar factor of ``muon`` and the Scion family runs in ``ns_dtype``: ``"auto"`` (default)
+takes the dtype the device multiplies matrices fastest in, bfloat16 or float32, chosen once
+per optimizer and kept in its ``state_dict`` (``everyscale.optim.polar_dtype``; the environment
+variable ``EVERYSCALE_POLAR_DTYPE`` overrides it); ``describe`` says which and why.
 
 Scion's role norms [S, Rec. 3.1]: input = ColNorm on the transposed ``(vocab, d)`` storage for
 an ``nn.Embedding``, ``spectral(max1)`` for a linear input layer, ``spectral_conv`` for a conv
@@ -124,6 +131,7 @@ from everyscale.optim.adaptive import AdaptiveGeometry, stack_shape
 from everyscale.optim.layouts import layout_of, unreadable_message
 from everyscale.optim.norms import Adam
 from everyscale.optim.optimizer import NormOptimizer, _check_nonnegative
+from everyscale.optim.polar import DEFAULT_POLAR_METHOD
 from everyscale.optim.registry import (
     DEFAULT_LR,
     PRESETS,
@@ -192,8 +200,8 @@ class MuonOptions:
     nesterov: bool = True
     weight_decay: float = 0.1
     ns_steps: int = 5
-    ns_method: str = "newton_schulz"
-    ns_dtype: str | None = None
+    ns_method: str = DEFAULT_POLAR_METHOD
+    ns_dtype: str | None = "auto"
     adjust_lr_fn: str | None = None
     spectral_for: str = "hidden"  # "hidden" or "all" (every 2-D matrix)
     rest: str = "adamw"  # the elementwise preset of the other parameters
@@ -213,8 +221,8 @@ class ScionOptions:
     output_radius: float | None = None
     vector_radius: float | None = None
     ns_steps: int = 5
-    ns_method: str = "newton_schulz"
-    ns_dtype: str | None = None
+    ns_method: str = DEFAULT_POLAR_METHOD
+    ns_dtype: str | None = "auto"
 
 
 # ------------------------------------------------------------------ settings, one per family
@@ -768,7 +776,23 @@ def describe_notes(opt: NormOptimizer, preset: str, overrides: dict[str, Any]) -
         notes.append(line)
     if preset in _LEARNED_STATE:
         notes.append(_learned_note(opt, preset))
+    notes += _polar_notes(opt)
     return [textwrap.fill(note, width=92, subsequent_indent="  ") for note in notes]
+
+
+def _polar_notes(opt: NormOptimizer) -> list[str]:
+    """How the polar factors are computed: method, steps, dtype and why that dtype."""
+    methods = sorted({
+        (kwargs["method"], kwargs["steps"], str(kwargs["dtype"] or "float32"))
+        for g in opt.param_groups
+        if "method" in (kwargs := g["norm_kwargs"]) and "steps" in kwargs
+    })  # fmt: skip
+    choice = opt.polar_dtype
+    notes = []
+    for method, steps, dtype in methods:
+        why = choice.reason if choice is not None and choice.dtype == dtype else "asked for"
+        notes.append(f"polar factor: {method}, {steps} steps, in {dtype} ({why})")
+    return notes
 
 
 _LEARNED_STATE = {
