@@ -35,7 +35,7 @@ from typing import Literal
 from torch import nn
 
 from everyscale.train import TrainConfig, evaluate, load_dataset
-from everyscale.train.models import build_model
+from everyscale.train.loop import build_model_for
 
 __all__ = [
     "BUILTIN",
@@ -134,7 +134,7 @@ class Workload:
         """A fresh model (seed torch first for a reproducible initialization)."""
         if self.model_factory is not None:
             return self.model_factory()
-        return _model_for(self.config, dataset)
+        return build_model_for(self.config, dataset)  # the engine's own builder
 
     def evaluate(self, model: nn.Module, dataset) -> float:
         """The workload's metric on its fixed validation examples."""
@@ -146,26 +146,6 @@ class Workload:
 @functools.lru_cache(maxsize=8)
 def _load(data: str, context: int, seed: int, val_examples: int):
     return load_dataset(data, context=context, seed=seed, max_val_windows=val_examples)
-
-
-def _model_for(config: TrainConfig, dataset) -> nn.Module:
-    if dataset.kind == "text":
-        return build_model(
-            config.model,
-            width=config.width,
-            depth=config.depth,
-            heads=config.heads,
-            context=config.context,
-            vocab=dataset.vocab_size,
-            tied=config.tied,
-        )
-    return build_model(
-        config.model,
-        width=config.width,
-        depth=config.depth,
-        input_shape=dataset.input_shape,
-        num_classes=dataset.num_classes,
-    )
 
 
 # ----------------------------------------------------------------------------- built-ins
