@@ -11,6 +11,7 @@ import os
 
 import pytest
 import torch
+from hypothesis import settings
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -30,3 +31,10 @@ def _one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+# Property tests: CI replays the same examples every run (a red CI must be reproducible);
+# local runs keep exploring new ones.
+settings.register_profile("ci", derandomize=True, print_blob=True)
+if os.environ.get("CI"):
+    settings.load_profile("ci")

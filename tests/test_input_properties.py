@@ -170,3 +170,9 @@ def test_describe_with_any_option_value_exits_zero_or_two(preset, key, value):
     assert code in (0, 2)
     if code == 2:
         assert "everyscale describe: error:" in err.getvalue()
+
+
+def test_a_config_path_the_os_refuses_is_a_value_error():
+    # Found by the property test above: a 300-character name made pathlib raise OSError.
+    with pytest.raises(ValueError, match="cannot be read: File name too long"):
+        TrainConfig.from_json("x" * 300)

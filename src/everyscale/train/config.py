@@ -124,10 +124,7 @@ class TrainConfig:
         """Parse JSON text, or read it from a file path."""
         text = str(text_or_path)
         if not text.lstrip().startswith("{"):
-            path = Path(text)
-            if not path.is_file():
-                raise FileNotFoundError(f"config file {path} does not exist")
-            text = path.read_text()
+            text = _read_config_file(Path(text))
         try:
             values = json.loads(text)
         except json.JSONDecodeError as err:
@@ -318,3 +315,17 @@ def _all_finite(value: Any) -> bool:
     if isinstance(value, dict):
         return all(_all_finite(v) for v in value.values())
     return True
+
+
+def _read_config_file(path: Path) -> str:
+    """The text of a config file; a name the OS refuses (too long, unreadable) is a clear error."""
+    try:
+        if not path.is_file():
+            raise FileNotFoundError(f"config file {path} does not exist")
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise ValueError(f"config file {path} is not UTF-8 text: {err.reason}") from err
+    except OSError as err:
+        if isinstance(err, FileNotFoundError):
+            raise
+        raise ValueError(f"config file {path!s:.80} cannot be read: {err.strerror}") from err
