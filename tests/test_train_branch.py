@@ -8,34 +8,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from available_data import TEXT_DATA as TEXT
 from everyscale.train import CheckpointError, TrainConfig, run
 from everyscale.train.branch import branch, cooldown_start, snapshot_path, train_trunk
 from everyscale.train.schedules import get_schedule
+from tiny_runs import tiny_config
+
+BRANCH_RUN = dict(steps=20, eval_every=5, schedule="wsd", cooldown=0.3, optimizer="adamw", lr=3e-3)
 
 
 def tiny(tmp_path, name, **overrides) -> TrainConfig:
-    values = dict(
-        model="gpt",
-        data=TEXT,
-        width=16,
-        depth=1,
-        heads=2,
-        context=16,
-        steps=20,
-        batch_size=8,
-        val_windows=16,
-        eval_every=5,
-        schedule="wsd",
-        cooldown=0.3,
-        optimizer="adamw",
-        lr=3e-3,
-        out=str(tmp_path / name),
-        quiet=True,
-        threads=1,
-    )
-    values.update(overrides)
-    return TrainConfig(**values)
+    return tiny_config(tmp_path, name, **{**BRANCH_RUN, **overrides})
 
 
 def losses(config):

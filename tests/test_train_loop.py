@@ -8,7 +8,6 @@ import pytest
 import torch
 
 from available_data import HAS_SHAKESPEARE
-from available_data import TEXT_DATA as TEXT
 from everyscale.train import (
     CheckpointError,
     NonFiniteLossError,
@@ -17,6 +16,7 @@ from everyscale.train import (
     run,
 )
 from everyscale.train.data import FASHION_MNIST_DEBIAN_DIR
+from tiny_runs import metric_rows, tiny_config
 
 
 def adamw(lr=3e-3):
@@ -24,28 +24,10 @@ def adamw(lr=3e-3):
 
 
 def tiny(tmp_path, name="run", **overrides) -> TrainConfig:
-    values = dict(
-        model="gpt",
-        data=TEXT,
-        width=16,
-        depth=1,
-        heads=2,
-        context=16,
-        steps=12,
-        batch_size=8,
-        val_windows=16,
-        eval_every=4,
-        out=str(tmp_path / name),
-        quiet=True,
-        threads=1,  # the test machine's cores are shared: one thread avoids oversubscription
-    )
-    values.update(overrides)
-    return TrainConfig(**values)
+    return tiny_config(tmp_path, name, **overrides)
 
 
-def rows(config):
-    with open(os.path.join(config.out, "metrics.jsonl")) as f:
-        return [json.loads(line) for line in f]
+rows = metric_rows
 
 
 def without_time(metrics):

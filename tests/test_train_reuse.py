@@ -2,39 +2,19 @@
 
 import dataclasses
 import json
-import os
 
 import pytest
 import torch
 
-from available_data import TEXT_DATA as TEXT
 from everyscale.train import TrainConfig, run, run_or_reuse
+from tiny_runs import metric_rows, tiny_config
 
 
 def tiny(tmp_path, name="run", **overrides) -> TrainConfig:
-    values = dict(
-        model="gpt",
-        data=TEXT,
-        width=16,
-        depth=1,
-        heads=2,
-        context=16,
-        steps=8,
-        batch_size=8,
-        val_windows=16,
-        eval_every=4,
-        out=str(tmp_path / name),
-        quiet=True,
-        resume=True,
-        threads=1,
-    )
-    values.update(overrides)
-    return TrainConfig(**values)
+    return tiny_config(tmp_path, name, **{"steps": 8, "resume": True, **overrides})
 
 
-def rows(config):
-    with open(os.path.join(config.out, "metrics.jsonl")) as f:
-        return [json.loads(line) for line in f]
+rows = metric_rows
 
 
 def adamw(model):
