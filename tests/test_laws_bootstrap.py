@@ -85,7 +85,7 @@ def test_allocation_reproduces_published_chinchilla_figures():
     """Hoffmann et al. 2022's fit (eq. 10, digits as in Besiroglu et al. 2024 Table 1) at
     Chinchilla's budget C = 5.76e23: ~40B parameters and D/N = 59, with the exponent
     a = beta / (alpha + beta) = 0.46 of Hoffmann's Table 2 (Approach 3); rounded to their
-    printed alpha = 0.34, beta = 0.28, D/N becomes 93 (BRIEF §3: store full precision)."""
+    printed alpha = 0.34, beta = 0.28, D/N becomes 93 (store full precision)."""
     full = allocate(published_fit(**HOFFMANN), 5.76e23)
     assert float(full.tokens_per_param) == pytest.approx(59.08, abs=0.01)
     assert float(full.N) == pytest.approx(4.03e10, rel=0.01)

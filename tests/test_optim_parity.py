@@ -101,7 +101,7 @@ def test_adamw_preset_is_reachable_from_package_root():
 def _float32_newton_schulz(grad, ns_coefficients, ns_steps, eps):
     """torch.optim.Muon's Newton-Schulz written out in float32 (the test's reference).
 
-    Jordan et al. 2024 (BRIEF §1): X = G / (||G||_F + eps) (transposed if tall), then
+    Jordan et al. 2024: X = G / (||G||_F + eps) (transposed if tall), then
     ``ns_steps`` times A = X X^T, X <- a X + (b A + c A^2) X, in torch's op order. One detail
     follows Jordan rather than torch: torch divides by ``max(||G||_F, eps)``; the two differ by
     a relative 1e-7 / ||G||_F, which the iteration (slope ~ a^5 near zero) amplifies past 1e-6

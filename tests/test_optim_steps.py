@@ -1,7 +1,8 @@
 """The template's steps and the formula presets, written out by hand in the tests.
 
 Each test drives ``NormOptimizer`` with known gradients and recomputes the expected iterate
-from the formulas of BRIEF §1 (Pethick et al. 2025 [S], [G]; Chen et al. 2023 for Lion).
+from the formulas of Pethick et al. 2025 ([S]; clipped: Pethick et al., arXiv 2506.01913,
+[G]; Chen et al. 2023 for Lion).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The coordinate check on the everyscale GPT at small widths (BRIEF §2, issue 5)."""
+"""The coordinate check on the everyscale GPT at small widths (Yang et al., Tensor Programs V)."""
 
 from __future__ import annotations
 

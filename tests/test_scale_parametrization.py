@@ -207,7 +207,8 @@ def test_init_puts_every_parameter_on_its_ball_and_leaves_adamw_alone():
 
 @pytest.mark.filterwarnings("ignore:assign_roles")  # a Sequential has no example_input()
 def test_init_starts_biases_at_zero_and_gains_on_the_ball():
-    # BRIEF §1: zeros for biases; a bias on its RMS ball would be the radius everywhere.
+    # Pethick et al. 2025: zeros for biases; a bias on its RMS ball would be the radius
+    # everywhere.
     from everyscale.scale import init_
 
     model = torch.nn.Sequential(

@@ -1,4 +1,7 @@
-"""Schedules hit their endpoints and shapes; batch-size rules follow BRIEF §2."""
+"""Schedules hit their endpoints and shapes; batch-size rules follow Granziol et al. 2022.
+
+(The maximal lr grows like sqrt(B) for adaptive and sign methods, like B for SGD.)
+"""
 
 import itertools
 import math

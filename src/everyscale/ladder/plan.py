@@ -139,7 +139,7 @@ class LadderPlan:
     seed: int = 0
     schedule: str = "wsd"
     warmup: float = 0.0  # Scion's runs use no warmup ([S], Section 5)
-    cooldown: float = 0.3  # linear decay over the last 30% of steps ([S]; BRIEF section 2)
+    cooldown: float = 0.3  # linear decay over the last 30% of steps ([S], Section 5)
     cooldown_shape: str = "linear"  # or "sqrt": 1 - sqrt (Hägele et al. 2024)
     branches: bool = True  # one trunk per width, a cooldown branched per shorter budget
     embeddings: bool = False  # whether N counts the token embedding and the output head

@@ -8,8 +8,7 @@ For L(N, D) = E + A / N^alpha + B / D^beta under C = 6 N D, minimizing L gives
     G = (alpha A / (beta B))^(1 / (alpha + beta))
 
 so the tokens per parameter D*/N* = G^-2 (C/6)^(b - a). With the bootstrap samples of a fit,
-every quantity gets a percentile interval (BRIEF §3: intervals on N*(C) and D/N, not only on
-A and B).
+every quantity gets a percentile interval (on N*(C) and D/N, not only on A and B).
 """
 
 from __future__ import annotations

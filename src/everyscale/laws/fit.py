@@ -648,7 +648,7 @@ class FitResult:
 
 
 def _flops_note(points: Points) -> str:
-    """How the data count FLOPs (BRIEF §3: say how FLOPs are counted)."""
+    """How the data count FLOPs (it moves the fitted exponents: Porian et al. 2024)."""
     if "C" not in points:
         return "none (the data have no C, nor N and D)"
     if "C computed as 6 N D (no C column)" in points.notes:

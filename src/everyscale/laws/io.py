@@ -5,10 +5,10 @@ A data point is one evaluation of one model: `N` (parameters), `D` (tokens seen)
 bootstrap resamples them together), `U` (unique tokens), `M` (tokens per parameter), `lr` and
 `error` (a downstream error rate). Other non-numeric columns (names, notes) are ignored.
 
-Derived columns (BRIEF §3): `D = C / (6 N)` when D is absent, `C = 6 N D` when C is absent,
-`M = D / N` when M is absent. When several learning rates were tried for the same (N, D[, U]),
-only the best (lowest loss) is kept, since a scaling law describes well-tuned runs; the number
-of rows dropped is recorded in `Points.notes`.
+Derived columns (Hoffmann et al. 2022; Gadre et al. 2024): `D = C / (6 N)` when D is absent,
+`C = 6 N D` when C is absent, `M = D / N` when M is absent. When several learning rates were
+tried for the same (N, D[, U]), only the best (lowest loss) is kept, since a scaling law
+describes well-tuned runs; the number of rows dropped is recorded in `Points.notes`.
 """
 
 from __future__ import annotations

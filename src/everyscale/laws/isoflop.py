@@ -6,8 +6,9 @@ size N*(C). A vertex outside the sampled sizes (or a sampled minimum at the firs
 means the budget did not bracket its optimum, and the estimate would be an extrapolation: we
 refuse it. Then log N* is regressed on log C: N* ~ C^a, and D* = C / (6 N*) ~ C^(1 - a).
 
-Extrapolation check (BRIEF §3): a law is validated by predicting runs it has not seen, larger
-than those it was fitted on, not by its fit statistics.
+Extrapolation check (as Hoffmann et al. 2022 and Gadre et al. 2024 validate their laws): a law
+is validated by predicting runs it has not seen, larger than those it was fitted on, not by
+its fit statistics.
 """
 
 from __future__ import annotations

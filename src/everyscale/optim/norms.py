@@ -7,13 +7,14 @@ pure tensor functions (no state):
     the linear minimization oracle of the *unit* ball, ``argmin_{||x|| <= 1} <d, x>``. It
     carries the minus sign, so ``<d, lmo(d)> = -||d||_*`` and ``||lmo(d)|| = 1`` (for
     ``d != 0``); it is invariant to positive scaling of ``d``. The template multiplies it by
-    the group's radius ``rho`` (BRIEF §1; Pethick et al. 2025 [S]).
+    the group's radius ``rho`` (Pethick et al. 2025 [S]).
 ``dual_norm(d)``
     ``||d||_* = max_{||x|| <= 1} <d, x>``.
 ``norm(w)``
     ``||w||`` itself (the constrained step keeps ``norm(W) <= radius``).
 ``init_(w, radius=1.0)``
-    overwrite ``w`` in place with a point on the sphere ``||w|| = radius`` (BRIEF §1, [S]).
+    overwrite ``w`` in place with a point on the sphere ``||w|| = radius``
+    (Pethick et al. 2025 [S]).
 
 Each norm is a *scaled* version of a classical one: ``||w|| = ||w||_0 / s`` where ``s`` is a
 positive factor that depends only on the parameter's shape (and on constructor options), so
@@ -40,7 +41,7 @@ dimensions, so a stack ``(B, d_out, d_in)`` is always treated as ``B`` matrices.
 reduce over the whole tensor (euclidean, sign, rms, identity, adam, spectral_conv) treat
 dimension 0 as a batch when called with ``batched=True``.
 
-The sharp operator (steepest descent direction, BRIEF §1) is
+The sharp operator (steepest descent direction; Pethick et al. 2025 [S]) is
 ``d# = argmax_x <d, x> - ||x||^2 / 2 = -||d||_* lmo(d)``; ``sharp(d)`` computes it, and
 ``Identity`` overrides it with the exact ``d# = d`` (plain SGD).
 
@@ -178,8 +179,9 @@ class Norm:
     def sharp(self, d: Tensor, batched: bool = False) -> Tensor:
         """Steepest-descent direction ``d# = argmax_x <d,x> - ||x||^2/2 = -||d||_* lmo(d)``.
 
-        Bernstein & Newhouse 2024; BRIEF §1. The dual norm is taken as ``-<d, lmo(d)>``, which
-        is exact for an exact LMO and consistent with an approximate one (Newton-Schulz).
+        Bernstein & Newhouse 2024; Pethick et al. 2025 [S]. The dual norm is taken as
+        ``-<d, lmo(d)>``, which is exact for an exact LMO and consistent with an approximate
+        one (Newton-Schulz).
         """
         direction = self.lmo(d, batched)
         dims = _dims(d, batched)
@@ -250,8 +252,8 @@ class RMS(Euclidean):
     def init_(self, w: Tensor, radius: float = 1.0, batched: bool = False) -> Tensor:
         """Constant ``radius`` (RMS exactly ``radius``), the natural start of a norm gain.
 
-        Biases are conventionally started at zero instead (BRIEF §1, [S]), which is inside the
-        ball rather than on it; zero them yourself if you want that.
+        Biases are conventionally started at zero instead (Pethick et al. 2025 [S]), which is inside
+        the ball rather than on it; zero them yourself if you want that.
         """
         with torch.no_grad():
             w.fill_(radius)
@@ -410,7 +412,7 @@ class Spectral(_PolarMixin, Norm):
         return torch.linalg.matrix_norm(w, ord=2)
 
     def init_(self, w: Tensor, radius: float = 1.0, batched: bool = False) -> Tensor:
-        """Semi-orthogonal (all singular values equal), times ``s * radius`` (BRIEF §1, [S])."""
+        """Semi-orthogonal (all singular values equal), times ``s * radius`` ([S])."""
         with torch.no_grad():
             stack = w.reshape(-1, *w.shape[-2:])
             for matrix in stack:
@@ -506,7 +508,7 @@ class _LineNorm(Norm):
         return torch.linalg.vector_norm(w, dim=self._dim()).amax(dim=-1)
 
     def init_(self, w: Tensor, radius: float = 1.0, batched: bool = False) -> Tensor:
-        """Random lines, each normalized to length ``s * radius`` (BRIEF §1, [S])."""
+        """Random lines, each normalized to length ``s * radius`` ([S])."""
         with torch.no_grad():
             w.normal_()
             w.div_(torch.linalg.vector_norm(w, dim=self._dim(), keepdim=True))

@@ -2,7 +2,8 @@
 
 For a parameter ``W`` with gradient ``g`` in a group with norm ``||.||`` (its unit LMO ``lmo``,
 see ``norms.py``), radius ``rho``, learning rate ``gamma`` and momentum ``beta``
-(BRIEF §1; Pethick et al. 2025 [S], the per-layer form of Alg. 3; [R]):
+(Pethick et al. 2025 [S], the per-layer form of Alg. 3; Pethick et al., *Training Neural
+Networks at Any Scale*, 2025 [R]):
 
 1. optional L2 decay into the gradient (``weight_decay_style="l2"``, torch.optim.SGD):
    ``g <- g + lambda W``;

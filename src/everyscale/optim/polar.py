@@ -1,7 +1,7 @@
 """Polar factor of a matrix, or of a stack of same-shape matrices.
 
-The Spectral LMO (BRIEF §1) needs the polar factor ``polar(G) = U V^T`` of a gradient
-``G = U S V^T`` (reduced SVD). Three ways to compute it are offered:
+The Spectral LMO (Pethick et al. 2025) needs the polar factor ``polar(G) = U V^T`` of a
+gradient ``G = U S V^T`` (reduced SVD). Three ways to compute it are offered:
 
 ``"newton_schulz"``
     Jordan's quintic Newton-Schulz iteration (Jordan et al. 2024, *Muon: An optimizer for

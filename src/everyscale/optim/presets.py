@@ -1,4 +1,4 @@
-"""Presets: today's optimizers as settings of the one template (BRIEF §1, table of presets).
+"""Presets: today's optimizers as settings of the one template (Pethick et al. 2025).
 
 ``optimizer(model, "scion", lr=2**-12)`` builds a ``NormOptimizer`` whose param groups carry
 each parameter's norm, radius and step. The presets accept the keyword names of their

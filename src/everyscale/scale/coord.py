@@ -6,8 +6,9 @@ with the same learning rate, and record the root-mean-square of each layer's out
 that transfers, the curves are flat in width; in one that does not, some layer's output
 grows or shrinks with width, visibly after a step or two.
 
-BRIEF §2 sets the bar: for ``scion``, the per-layer output RMS after steps 1-3 changes by less
-than 1.2x across widths (:meth:`CoordResult.max_spread`).
+The bar, after Yang et al.'s coordinate check (Tensor Programs V): for ``scion``, the
+per-layer output RMS after steps 1-3 changes by less than 1.2x across widths
+(:meth:`CoordResult.max_spread`).
 
 Reference: [Y] Yang et al., *Tensor Programs V* (2022), the "coordinate check".
 """

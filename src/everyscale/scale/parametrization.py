@@ -409,7 +409,7 @@ def init_(
     The preset (through :func:`everyscale.optim.optimizer`) gives each parameter its norm and
     radius; each norm's ``init_`` then draws a point of norm exactly ``radius``: semi-orthogonal
     for Spectral (scaled ``sqrt(d_out/d_in)``), unit columns/rows for ColNorm/RowNorm, random
-    signs for Sign (``1/d_in`` for the head), constant gains for RMS vectors (BRIEF §1, [S]),
+    signs for Sign (``1/d_in`` for the head), constant gains for RMS vectors ([S]),
     each on the parameter's logical matrices (its layout: q, k and v of a fused projection,
     each expert of a stack, the transpose of an ``(in, out)`` storage).
     Biases (1-d parameters named ``bias``) start at zero, inside their ball: a bias on the

@@ -1,6 +1,6 @@
 """Rules that move hyperparameters from a proxy run to a bigger one.
 
-Width needs no rule for the norm-based presets: the role norms (BRIEF §1) already give every
+Width needs no rule for the norm-based presets: the role norms ([S], Tables 2-4) already give every
 layer an update of the right size at any width [S, Lemma C.6]. What does change with scale:
 
 - **Depth**: residual branches are scaled by ``m_L^-alpha`` (``m_L = L / L_base``), with a

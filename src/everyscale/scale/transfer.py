@@ -1,6 +1,6 @@
 """The transfer check: sweep the learning rate at several widths (or depths) and compare optima.
 
-muP's standard experiment [Y, Figure 1], sized for a CPU (BRIEF §2): for each optimizer, train
+muP's standard experiment [Y, Figure 1], sized for a CPU: for each optimizer, train
 the same architecture at several sizes over a grid of learning rates (powers of 2), same data
 and steps, a few seeds. A parametrization *transfers* when
 
