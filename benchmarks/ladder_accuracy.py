@@ -59,7 +59,19 @@ from everyscale.ladder.plan import LadderPlan, RunSpec, format_tokens, make_plan
 from everyscale.train.checkpoint import atomic_write_json
 
 SIZES = {
-    "small": dict(
+    # The ladder of `make demo` (`everyscale ladder --budget small`): 256 to 1,024 steps.
+    "demo": dict(
+        widths=(32, 48, 64),
+        tokens=(262_144, 524_288, 1_048_576),
+        targets=((128, 1_048_576), (96, 2_097_152), (128, 2_097_152), (64, 4_194_304)),
+        depth=2,
+        context=64,
+        batch_size=16,
+        val_windows=256,
+        lr_steps=(-1, 0, 1, 2, 3),
+    ),
+    # Shorter runs (64 to 256 steps) on narrower models: the first benchmark's size.
+    "short": dict(
         widths=(16, 32, 48, 64),
         tokens=(16_384, 32_768, 65_536),
         targets=((128, 65_536), (128, 131_072), (64, 262_144), (128, 262_144)),
@@ -232,7 +244,7 @@ COUNTINGS = {
     # The engine's FLOPs per token / 6 (head and attention included; Porian et al. 2024).
     "flops": lambda r: r["flops_per_token"] / 6.0,
 }
-LAWS = ("chinchilla", "overtrain")
+LAWS = ("chinchilla", "overtrain", "kaplan_nd")
 
 
 def methods() -> list[tuple[str, str, str]]:
@@ -419,7 +431,7 @@ def coverage_cell(rows: list[dict], kind: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default="runs/bench-ladder", help="run cache (reused)")
-    parser.add_argument("--size", choices=sorted(SIZES), default="small")
+    parser.add_argument("--size", choices=sorted(SIZES), default="demo")
     parser.add_argument("--corpora", default="stdlib,shakespeare,docs")
     parser.add_argument("--seeds", default="0,1")
     parser.add_argument("--workers", type=int, default=2)

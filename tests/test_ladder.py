@@ -611,3 +611,28 @@ def test_resume_accepts_a_plan_json_written_before_an_option_existed(tmp_path):
     other = dataclasses.replace(plan, cooldown_shape="sqrt")
     with pytest.raises(ValueError, match="cooldown_shape"):
         run_ladder(other, tmp_path, resume=True, progress=False, workers=1, train_fn=fake_train)
+
+
+def test_no_check_predicts_without_training_the_target_and_resume_checks_it(tmp_path):
+    """--no-check: the prediction is written and the held-out model is not trained; a later
+    --resume trains it and checks the prediction written before, unchanged."""
+    from everyscale.ladder import run_ladder
+
+    plan = make_plan("tiny", lr_grid=(2.0**-12, 2.0**-11, 2.0**-10), bootstrap=0)
+    predicted = run_ladder(
+        plan, tmp_path, progress=False, workers=1, train_fn=fake_train, check=False
+    )
+    assert predicted["status"] == "predicted" and "actual" not in predicted
+    assert not (tmp_path / "runs" / plan.target_run().name).exists()
+    written = json.loads((tmp_path / "prediction.json").read_text())
+    report = (tmp_path / "report.md").read_text()
+    assert report.splitlines()[0].endswith(": predicted") and "--resume" in report
+
+    checked = run_ladder(
+        plan, tmp_path, progress=False, workers=1, train_fn=fake_train, resume=True
+    )
+    assert checked["status"] == "done"
+    assert checked["prediction"] == written["prediction"]
+    assert checked["written_at"] == written["written_at"]
+    truth = known_law(checked["target"]["N"], checked["target"]["D"])
+    assert checked["actual"] == pytest.approx(truth + 0.0, rel=0.02)

@@ -28,6 +28,12 @@ CASES = {
     "kaplan_n": ({"alpha_N": 0.076, "log_N_c": 32.1}, {"N": N}, None),
     "kaplan_d": ({"alpha_D": 0.095, "log_D_c": 31.6}, {"D": D}, None),
     "kaplan_c": ({"alpha_C": 0.05, "log_C_c": 64.5}, {"C": 6 * N * D}, None),
+    # Kaplan et al. 2020 Table 2's fit of eq. 1.5.
+    "kaplan_nd": (
+        {"alpha_n": 0.076, "alpha_d": 0.103, "log_n_c": np.log(6.4e13), "log_d_c": np.log(1.8e13)},
+        {"N": N, "D": D},
+        None,
+    ),
     "overtrain": (
         {"e": 0.6, "log_a": 7.0, "log_b": 6.0, "eta": -0.17},
         {"N": N, "M": D / N},

@@ -144,6 +144,13 @@ def test_predict_warns_far_outside_the_fitted_range():
         result.predict(N=3e8, D=6e9)  # 3x beyond: what scaling laws are for
     with pytest.warns(UserWarning, match="N=1e\\+11 is far outside the fitted range"):
         result.predict(N=1e11, D=2e12)
+    # Where extrapolating is the point (a ladder's held-out model), the caller silences it.
+    from everyscale.laws.fit import planned_extrapolation
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with planned_extrapolation():
+            assert result.predict(N=1e11, D=2e12) > 0
 
 
 # ---------------------------------------------------------------------------------------------

@@ -99,6 +99,13 @@ def register(subparsers) -> None:
         default=2,
         help="runs trained side by side, one thread each (default 2; results do not depend on it)",
     )
+    p.add_argument(
+        "--check",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="train the held-out model and check the prediction (default); --no-check stops "
+        "once prediction.json is written, and a later --resume trains it and checks",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=main)
 
@@ -129,9 +136,21 @@ def main(args: argparse.Namespace) -> int:
         cooldown_shape=args.cooldown_shape,
     )
     result = run_ladder(
-        plan, args.out, resume=args.resume, progress=not args.quiet, workers=args.workers
+        plan,
+        args.out,
+        resume=args.resume,
+        progress=not args.quiet,
+        workers=args.workers,
+        check=args.check,
     )
     print(f"report: {args.out}/report.md")
+    if not args.check:
+        print(
+            f"predicted {result['prediction']:.4f} [{result['interval'][0]:.4f}, "
+            f"{result['interval'][1]:.4f}] for the held-out model (not trained: --no-check); "
+            f"train it and check with --resume --out {args.out}"
+        )
+        return 0
     print(
         f"held-out loss {result['actual']:.4f}; predicted {result['prediction']:.4f} "
         f"[{result['interval'][0]:.4f}, {result['interval'][1]:.4f}]: relative error "

@@ -40,6 +40,7 @@ from tqdm.auto import tqdm
 
 from everyscale.ladder import naive, noise
 from everyscale.ladder.plan import LadderPlan, RunSpec
+from everyscale.laws.fit import planned_extrapolation
 from everyscale.train.checkpoint import atomic_write_json, atomic_write_text
 
 # The law the prediction comes from, and the one reported beside it.
@@ -64,8 +65,13 @@ def run_ladder(
     progress: bool = True,
     workers: int = 2,
     train_fn: TrainFn | None = None,
+    check: bool = True,
 ) -> dict:
     """Run the whole ladder under ``out`` and return what ``ladder.json`` holds.
+
+    ``check=False`` stops after the prediction is written (``status`` "predicted"): the
+    held-out model is not trained, and a later call with ``resume=True`` trains it and checks
+    the prediction already written.
 
     ``workers`` runs of a stage train at once, each in its own process on one thread: on a
     few CPU cores, small models use two single-threaded processes far better than one process
@@ -84,7 +90,7 @@ def run_ladder(
         raise ValueError(f"--workers: must be a positive integer, got {workers!r}")
     out = Path(out)
     with RunLock(out, flag="--out"):  # one ladder per folder; each of its runs locks its own
-        return _run_stages(plan, out, resume, progress, workers, train_fn)
+        return _run_stages(plan, out, resume, progress, workers, train_fn, check)
 
 
 def _run_stages(
@@ -94,6 +100,7 @@ def _run_stages(
     progress: bool,
     workers: int,
     train_fn: TrainFn | None,
+    check: bool = True,
 ) -> dict:
     """:func:`run_ladder`'s stages, with ``out`` locked."""
     from everyscale.ladder import report
@@ -103,7 +110,7 @@ def _run_stages(
     result: dict = {"status": "running", "plan": plan.to_json(), "runs": []}
     started = time.time()
 
-    specs = [*plan.sweep_runs(), *plan.ladder_runs(), plan.target_run()]
+    specs = [*plan.sweep_runs(), *plan.ladder_runs(), *([plan.target_run()] if check else [])]
     bar = tqdm(
         total=round(sum(_run_cost(plan, s) for s in specs), 1),
         disable=not progress,
@@ -179,6 +186,9 @@ def _run_stages(
         result["fits"] = prediction.pop("fits")
         result.update(prediction)
 
+        if not check:
+            result["status"] = "predicted"
+            return result
         # 5. check.
         (target,) = train([target_spec], may_diverge=False)
         result["actual"] = target["final_val_loss"]
@@ -526,31 +536,9 @@ def fit_and_predict(points_path: Path, plan: LadderPlan, ladder: list[dict], tar
 
     points = laws.load_points(points_path, embeddings=plan.embeddings)
     fits, predictions = {}, {}
-    for law in (PRIMARY_LAW, SECONDARY_LAW):
-        try:
-            fit = laws.fit(
-                points, law=law, bootstrap=plan.bootstrap, seed=plan.seed, level=INTERVAL_LEVEL
-            )
-        except ValueError as err:
-            if law == PRIMARY_LAW:
-                raise LadderError(f"the {law} law cannot be fitted to this ladder: {err}") from err
-            fits[law] = {"error": str(err)}
-            continue
-        fits[law] = json.loads(fit.to_json())
-        inputs = {"N": float(target["N"]), "D": float(target["D"])}
-        entry = {"prediction": float(fit.predict(**inputs))}
-        if plan.bootstrap:
-            lo, hi = fit.interval(**inputs)
-            entry["interval_bootstrap"] = [float(lo), float(hi)]
-        else:
-            entry["interval_bootstrap"] = [entry["prediction"], entry["prediction"]]
-        # The interval of a new run: the bootstrap's spread and the run's own noise.
-        entry["sigma_residual"] = noise.residual_sigma(fit, points)
-        lo, hi = noise.noisy_interval(
-            fit, entry["sigma_residual"], INTERVAL_LEVEL, plan.seed, **inputs
-        )
-        entry["interval"] = [lo, hi]
-        predictions[law] = entry
+    with planned_extrapolation():  # the held-out model is beyond the ladder by design
+        for law in (PRIMARY_LAW, SECONDARY_LAW):
+            _fit_one(law, points, plan, target, fits, predictions)
     primary = predictions[PRIMARY_LAW]
     return {
         "law": PRIMARY_LAW,
@@ -567,6 +555,34 @@ def fit_and_predict(points_path: Path, plan: LadderPlan, ladder: list[dict], tar
         ),
         "fits": fits,
     }
+
+
+def _fit_one(law: str, points, plan: LadderPlan, target: dict, fits: dict, predictions: dict):
+    """Fit ``law`` and predict the target with both intervals (into ``fits``/``predictions``)."""
+    from everyscale import laws
+
+    try:
+        fit = laws.fit(
+            points, law=law, bootstrap=plan.bootstrap, seed=plan.seed, level=INTERVAL_LEVEL
+        )
+    except ValueError as err:
+        if law == PRIMARY_LAW:
+            raise LadderError(f"the {law} law cannot be fitted to this ladder: {err}") from err
+        fits[law] = {"error": str(err)}
+        return
+    fits[law] = json.loads(fit.to_json())
+    inputs = {"N": float(target["N"]), "D": float(target["D"])}
+    entry = {"prediction": float(fit.predict(**inputs))}
+    if plan.bootstrap:
+        lo, hi = fit.interval(**inputs)
+        entry["interval_bootstrap"] = [float(lo), float(hi)]
+    else:
+        entry["interval_bootstrap"] = [entry["prediction"], entry["prediction"]]
+    # The interval of a new run: the bootstrap's spread and the run's own noise.
+    entry["sigma_residual"] = noise.residual_sigma(fit, points)
+    lo, hi = noise.noisy_interval(fit, entry["sigma_residual"], INTERVAL_LEVEL, plan.seed, **inputs)
+    entry["interval"] = [lo, hi]
+    predictions[law] = entry
 
 
 def _load_or_make_prediction(

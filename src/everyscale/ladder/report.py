@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from everyscale.ladder.plan import LadderPlan, format_tokens
+from everyscale.laws.fit import planned_extrapolation
 from everyscale.train.checkpoint import atomic_save_figure, atomic_write_text
 
 PLOTS = ("loss_curves.png", "loss_vs_compute.png", "lr_sweep.png")
@@ -208,6 +209,14 @@ def render_markdown(plan: LadderPlan, result: dict) -> str:
                 else "-)"
             )
             + ".",
+            "",
+        ]
+    if result.get("status") == "predicted":
+        lines += [
+            "## 5. Check: not yet",
+            "",
+            "The held-out model was not trained (`--no-check`); the same command with "
+            "`--resume` trains it and checks the prediction above, as written.",
             "",
         ]
     if "actual" in result:
@@ -409,7 +418,8 @@ def plot_loss_vs_compute(out: Path, result: dict) -> bool:
             sizes[target["width"]] = target["N"]
         for w, n in sorted(sizes.items()):
             n_arr = np.full_like(d_grid, float(n))
-            loss = np.asarray(fit.predict(N=n_arr, D=d_grid), dtype=float)
+            with planned_extrapolation():  # the held-out width's curve, by design
+                loss = np.asarray(fit.predict(N=n_arr, D=d_grid), dtype=float)
             ax.plot(6 * n * d_grid, loss, "-", color=colors[w], lw=1)
         if target:
             n_arr = np.full_like(d_grid, float(target["N"]))

@@ -384,6 +384,20 @@ def _complete_inputs(
     return dict(zip(needed, arrays))
 
 
+EXTRAPOLATION_WARNING = "is far outside the fitted range"
+
+
+@contextlib.contextmanager
+def planned_extrapolation():
+    """Silence :meth:`FitResult.predict`'s far-outside warning where extrapolating is the point
+    (a ladder's held-out model); the caller states the extrapolation itself."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore", message=f".*{EXTRAPOLATION_WARNING}", category=UserWarning
+        )
+        yield
+
+
 def far_outside(value: np.ndarray, lo: float, hi: float) -> bool:
     """True when `value` lies beyond the fitted range [lo, hi] by more than the range's own
     width on a log scale (at least a factor of 2): an extrapolation further than the data."""
@@ -476,8 +490,8 @@ class FitResult:
         for name, (lo, hi) in self.data.get("ranges", {}).items():
             if name in inputs and lo > 0 and far_outside(inputs[name], lo, hi):
                 out.append(
-                    f"{name}={np.asarray(inputs[name]).ravel()[0]:g} is far outside the fitted "
-                    f"range [{lo:g}, {hi:g}] of {name}: the prediction is an extrapolation "
+                    f"{name}={np.asarray(inputs[name]).ravel()[0]:g} {EXTRAPOLATION_WARNING} "
+                    f"[{lo:g}, {hi:g}] of {name}: the prediction is an extrapolation "
                     "beyond what the data span"
                 )
         return out

@@ -388,6 +388,55 @@ def kaplan_c() -> Law:
     return _kaplan("C", "alpha_C = 0.050, C_c = 3.1e8 PF-days")
 
 
+def _kaplan_nd_log_model(theta, X, jacobian):
+    alpha_n, alpha_d, log_n_c, log_d_c = _split(theta)
+    log_n, log_d = np.log(X["N"]), np.log(X["D"])
+    ratio = alpha_n / alpha_d
+    u_n, u_d = ratio * (log_n_c - log_n), log_d_c - log_d
+    lse, p = _lse_with_softmax([u_n, u_d], jacobian)
+    log_pred = alpha_d * lse
+    if p is None:
+        return log_pred, None
+    p_n, p_d = p
+    J = np.stack(
+        np.broadcast_arrays(p_n * (log_n_c - log_n), lse - p_n * u_n, p_n * alpha_n, alpha_d * p_d),
+        axis=-1,
+    )
+    return log_pred, J
+
+
+def kaplan_nd() -> Law:
+    """Kaplan et al. 2020 eq. 1.5 (and 4.1): loss in parameters and tokens, no floor:
+
+        L(N, D) = [ (N_c / N)^(alpha_N / alpha_D) + D_c / D ]^alpha_D
+        log L   = alpha_D LSE((alpha_N / alpha_D)(log N_c - log N), log D_c - log D)
+
+    N = non-embedding parameters, D = tokens. Published (their Table 2): alpha_N = 0.076,
+    alpha_D = 0.103, N_c = 6.4e13, D_c = 1.8e13. Without an irreducible term it is a power law
+    in each variable when the other is large, the regime of small models far from the
+    entropy of the text.
+    """
+    return Law(
+        name="kaplan_nd",
+        formula="L(N, D) = [(N_c / N)^(alpha_N / alpha_D) + D_c / D]^alpha_D",
+        source="Kaplan et al. 2020, eq. 1.5 (alpha_N = 0.076, alpha_D = 0.103, "
+        "N_c = 6.4e13, D_c = 1.8e13)",
+        param_names=("alpha_n", "alpha_d", "log_n_c", "log_d_c"),
+        inputs=("N", "D"),
+        start_grid={
+            "alpha_n": [0.05, 0.1, 0.2, 0.4],
+            "alpha_d": [0.05, 0.1, 0.2, 0.4],
+            "log_n_c": [5.0, 10.0, 20.0, 30.0],
+            "log_d_c": [5.0, 10.0, 20.0, 30.0],
+        },
+        bounds={"alpha_n": (1e-6, None), "alpha_d": (1e-6, None)},
+        log_model=_kaplan_nd_log_model,
+        derived=lambda p: {"N_c": np.exp(p["log_n_c"]), "D_c": np.exp(p["log_d_c"])},
+        log_params={"log_n_c": "N_c", "log_d_c": "D_c"},
+        default_loss_source=HUBER_LOG + " (Kaplan et al. 2020 do not state their objective)",
+    )
+
+
 # ---------------------------------------------------------------------------------------------
 # Over-training [Ga]
 # ---------------------------------------------------------------------------------------------
@@ -736,6 +785,7 @@ LAWS: dict[str, Callable[..., Law]] = {
     "kaplan_n": kaplan_n,
     "kaplan_d": kaplan_d,
     "kaplan_c": kaplan_c,
+    "kaplan_nd": kaplan_nd,
     "overtrain": overtrain,
     "data_constrained": data_constrained,
     "downstream_exp": downstream_exp,
