@@ -56,6 +56,7 @@ from everyscale.ladder.ladder import (
 )
 from everyscale.ladder.noise import residual_sigma
 from everyscale.ladder.plan import LadderPlan, RunSpec, format_tokens, make_plan
+from everyscale.laws.fit import planned_extrapolation
 from everyscale.train.checkpoint import atomic_write_json
 
 SIZES = {
@@ -64,6 +65,9 @@ SIZES = {
         widths=(32, 48, 64),
         tokens=(262_144, 524_288, 1_048_576),
         targets=((128, 1_048_576), (96, 2_097_152), (128, 2_097_152), (64, 4_194_304)),
+        # Trained after the held-out runs with the sweep's learning rate, for the design
+        # variants that add a narrower width to the ladder (DESIGNS).
+        extra_widths=(16,),
         depth=2,
         context=64,
         batch_size=16,
@@ -169,15 +173,19 @@ def _finished(ladder: Ladder, spec: RunSpec) -> bool:
     return path.exists() and json.loads(path.read_text()).get("status") == "completed"
 
 
-def train_phase(pool, jobs: list[tuple[Ladder, RunSpec, object]], reuse_only: bool) -> None:
+def train_phase(
+    pool, jobs: list[tuple[Ladder, RunSpec, object]], reuse_only: bool, plans: dict | None = None
+) -> None:
     """Train (or reuse) every (ladder, spec, train_fn) job; records go into ladder.runs.
-    ``reuse_only``: only the finished runs are read back (the rest are left out)."""
+    ``reuse_only``: only the finished runs are read back (the rest are left out). ``plans``:
+    a plan per ladder label in place of the ladder's own (the extra widths)."""
     futures = {}
     for ladder, spec, fn in jobs:
         if reuse_only and not _finished(ladder, spec):
             continue
         (ladder.out / "runs").mkdir(parents=True, exist_ok=True)
-        args = (spec, ladder.plan, ladder.out, True, fn)
+        plan = (plans or {}).get(ladder.label, ladder.plan)
+        args = (spec, plan, ladder.out, True, fn)
         submit = pool is not None and not reuse_only
         futures[pool.submit(execute_run, *args) if submit else _now(execute_run, *args)] = ladder
     for future in concurrent.futures.as_completed(futures):
@@ -222,6 +230,15 @@ def train_all(ladders: list[Ladder], size: str, workers: int, reuse_only: bool =
         jobs = [(la, s, train_branch_run) for la in ladders for s in trunks[la.label][1]]
         jobs += [(la, s, train_run) for la in ladders for s in target_specs(size, la.lr)]
         train_phase(pool, jobs, reuse_only)
+        extra = SIZES[size].get("extra_widths", ())
+        if extra:
+            print(f"extra widths {list(extra)}: trunks, then branches", flush=True)
+            plans = {la.label: dataclasses.replace(la.plan, widths=tuple(extra)) for la in ladders}
+            split = {la.label: split_trunks(plans[la.label].ladder_runs(la.lr), plans[la.label])
+                     for la in ladders}  # fmt: skip
+            for part, fn in ((0, train_trunk_run), (1, train_branch_run)):
+                jobs = [(la, s, fn) for la in ladders for s in split[la.label][part]]
+                train_phase(pool, jobs, reuse_only, plans)
     finally:
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
@@ -311,10 +328,54 @@ def pooled_runs(ladders: list[Ladder], corpus: str) -> list[dict]:
     return pooled
 
 
-def law_rows(la: Ladder, targets, ladder_runs, tag: str, sigma_seed, rng) -> list[dict]:
-    """Every law x counting fitted to ``ladder_runs``, scored on ``la``'s targets."""
+def all_seed_runs(ladders: list[Ladder], corpus: str, widths=None) -> list[dict]:
+    """Every seed's ladder runs of the corpus as separate points (two runs per point)."""
+    runs = []
+    for la in (la for la in ladders if la.corpus == corpus):
+        for spec in la.plan.ladder_runs(la.lr):
+            if widths is None or spec.width in widths:
+                runs.append({**la.runs[spec.name], "name": f"{la.label}/{spec.name}"})
+    return runs
+
+
+def extra_width_runs(la: Ladder, size: str) -> list[dict] | None:
+    """The ladder with SIZES[size]["extra_widths"] added, or None before they are trained."""
+    extra = SIZES[size].get("extra_widths", ())
+    plan = dataclasses.replace(la.plan, widths=tuple(sorted({*extra, *la.plan.widths})))
+    names = [s.name for s in plan.ladder_runs(la.lr)]
+    if not extra or any(n not in la.runs for n in names):
+        return None
+    return [la.runs[n] for n in names]
+
+
+# The methods also scored on the design variants (seeds, an extra width).
+VARIANT_METHODS = ("chinchilla/nonemb", "chinchilla-tied/nonemb", "overtrain/nonemb")
+
+
+def variants(ladders: list[Ladder], la: Ladder, size: str) -> dict[str, list[dict]]:
+    """Ladder designs scored beside the plain one: each a list of ladder runs to fit."""
+    out = {}
+    if any(other.corpus == la.corpus and other is not la for other in ladders):
+        out["+seeds"] = pooled_runs(ladders, la.corpus)  # the mean of two seeds per point
+        out["+seeds-all"] = all_seed_runs(ladders, la.corpus)  # both seeds as points
+        smallest = min(la.plan.widths)
+        out["+seeds-smallest"] = [  # two seeds at the smallest width only
+            *all_seed_runs(ladders, la.corpus, widths={smallest}),
+            *(la.runs[s.name] for s in la.plan.ladder_runs(la.lr) if s.width != smallest),
+        ]
+    wider = extra_width_runs(la, size)
+    if wider is not None:
+        out["+w" + ",".join(str(w) for w in SIZES[size]["extra_widths"])] = wider
+    return out
+
+
+def law_rows(la: Ladder, targets, ladder_runs, tag: str, sigma_seed, rng, only=None) -> list[dict]:
+    """Every law x counting (or those named in ``only``) fitted to ``ladder_runs``, scored on
+    ``la``'s targets."""
     rows = []
     for name, law, count in methods():
+        if only is not None and name not in only:
+            continue
         points = ladder_points(ladder_runs, count)
         fit = fit_law(points, law, la.seed, tied=name.startswith("chinchilla-tied"))
         sigma_r = residual_sigma(fit, {k: [p[k] for p in points] for k in ("N", "D", "loss")})
@@ -370,6 +431,7 @@ def naive_rows(la: Ladder, targets, ladder_runs) -> list[dict]:
     return rows
 
 
+@planned_extrapolation()
 def evaluate(ladders: list[Ladder], size: str) -> list[dict]:
     """One row per (ladder, target, method): predictions, errors, intervals."""
     rows = []
@@ -381,10 +443,8 @@ def evaluate(ladders: list[Ladder], size: str) -> list[dict]:
         targets = [la.runs[s.name] for s in target_specs(size, la.lr) if s.name in la.runs]
         sigma_seed = seed_sigma(ladders, la.corpus)
         rows += law_rows(la, targets, ladder_runs, "", sigma_seed, rng)
-        if sigma_seed is not None:  # the seeds' mean ladder (two runs per point)
-            rows += law_rows(
-                la, targets, pooled_runs(ladders, la.corpus), "+seeds", sigma_seed, rng
-            )
+        for tag, runs in variants(ladders, la, size).items():
+            rows += law_rows(la, targets, runs, tag, sigma_seed, rng, only=VARIANT_METHODS)
         rows += naive_rows(la, targets, ladder_runs)
     return rows
 

@@ -636,3 +636,34 @@ def test_no_check_predicts_without_training_the_target_and_resume_checks_it(tmp_
     assert checked["written_at"] == written["written_at"]
     truth = known_law(checked["target"]["N"], checked["target"]["D"])
     assert checked["actual"] == pytest.approx(truth + 0.0, rel=0.02)
+
+
+def test_seeds_train_every_ladder_point_once_per_seed_and_fit_them_all(tmp_path):
+    """--seeds 2: each width x budget twice (seeds 0 and 1), trunks and branches per seed,
+    the same share of tokens saved by branching, and the law fitted to every run."""
+    from everyscale.ladder import run_ladder
+    from everyscale.ladder.ladder import ladder_tokens, split_trunks
+
+    one = make_plan("tiny", lr_grid=(2.0**-12, 2.0**-11, 2.0**-10), bootstrap=0)
+    plan = make_plan("tiny", lr_grid=(2.0**-12, 2.0**-11, 2.0**-10), bootstrap=0, seeds=2)
+    runs = plan.ladder_runs(2.0**-11)
+    assert len(runs) == 2 * len(one.ladder_runs())
+    assert {r.name for r in runs if r.replicate == 0} == {r.name for r in one.ladder_runs()}
+    assert all(r.name.endswith("-seed1") for r in runs if r.replicate == 1)
+    trunks, branches = split_trunks(runs, plan)
+    assert len(trunks) == 2 * len(plan.widths)
+    assert all(plan.trunk_of(b.width, b.replicate).endswith("-seed1") == (b.replicate == 1)
+               for b in branches)  # fmt: skip
+    assert ladder_tokens(plan)["ratio"] == ladder_tokens(one)["ratio"]
+    assert ladder_tokens(plan)["trained"] == 2 * ladder_tokens(one)["trained"]
+
+    result = run_ladder(plan, tmp_path, progress=False, workers=1, train_fn=fake_train)
+    assert result["status"] == "done"
+    seeds = {
+        json.loads((tmp_path / "runs" / r.name / "config.json").read_text())["seed"] for r in runs
+    }
+    assert seeds == {0, 1}
+    points = (tmp_path / "points.csv").read_text().splitlines()
+    assert len(points) == 1 + len(runs)
+    with pytest.raises(ValueError, match="--seeds"):
+        make_plan("tiny", seeds=0)

@@ -68,6 +68,12 @@ def register(subparsers) -> None:
     p.add_argument("--bootstrap", type=int, help="bootstrap resamples for the intervals")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
+        "--seeds",
+        type=int,
+        help="runs per ladder point, with seeds --seed, --seed + 1, ... (the law is fitted to "
+        "all; default: the budget's)",
+    )
+    p.add_argument(
         "--embeddings",
         action=argparse.BooleanOptionalAction,
         default=False,
@@ -131,6 +137,7 @@ def main(args: argparse.Namespace) -> int:
         lr_grid=parse_lr_grid(args.lr_grid) if args.lr_grid else None,
         bootstrap=args.bootstrap,
         seed=args.seed,
+        seeds=args.seeds,
         embeddings=args.embeddings,
         branches=args.branches,
         cooldown_shape=args.cooldown_shape,

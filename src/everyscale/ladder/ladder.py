@@ -263,8 +263,8 @@ def _run_cost(plan: LadderPlan, spec: RunSpec) -> float:
 def split_trunks(specs: list[RunSpec], plan: LadderPlan) -> tuple[list[RunSpec], list[RunSpec]]:
     """The ladder's trunks (each width's largest budget, widest first: the longest runs start
     first) and the branches of their shorter budgets."""
-    trunks = [s for s in specs if s.name == plan.trunk_of(s.width)]
-    branches = [s for s in specs if s.name != plan.trunk_of(s.width)]
+    trunks = [s for s in specs if s.name == plan.trunk_of(s.width, s.replicate)]
+    branches = [s for s in specs if s.name != plan.trunk_of(s.width, s.replicate)]
     return sorted(trunks, key=lambda s: -s.width), branches
 
 
@@ -278,12 +278,13 @@ def branch_tokens(plan: LadderPlan, tokens: int) -> int:
 
 def ladder_tokens(plan: LadderPlan) -> dict:
     """Tokens the ladder stage trains, with branches and with every run trained alone."""
-    alone = sum(plan.steps_for(t) * plan.tokens_per_step for t in plan.tokens) * len(plan.widths)
+    points = len(plan.widths) * plan.seeds
+    alone = sum(plan.steps_for(t) * plan.tokens_per_step for t in plan.tokens) * points
     if not plan.branches:
         return {"trained": alone, "alone": alone, "ratio": 1.0}
     longest = plan.steps_for(max(plan.tokens)) * plan.tokens_per_step
     cooldowns = sum(branch_tokens(plan, t) for t in plan.tokens if t != max(plan.tokens))
-    trained = (longest + cooldowns) * len(plan.widths)
+    trained = (longest + cooldowns) * points
     return {"trained": trained, "alone": alone, "ratio": trained / alone}
 
 
@@ -297,7 +298,7 @@ def train_trunk_run(spec: RunSpec, plan: LadderPlan, run_dir: Path, resume: bool
     """Train a width's trunk, keeping a snapshot where each shorter budget's cooldown starts."""
     from everyscale.train.branch import train_trunk
 
-    shorter = [RunSpec("", "ladder", spec.width, t, spec.lr) for t in plan.tokens]
+    shorter = [RunSpec("", "ladder", spec.width, t, spec.lr, spec.replicate) for t in plan.tokens]
     steps = [_branch_start(s, plan) for s in shorter if s.tokens != spec.tokens]
     return train_trunk(
         train_config(spec, plan, run_dir, resume),
@@ -311,7 +312,7 @@ def train_branch_run(spec: RunSpec, plan: LadderPlan, run_dir: Path, resume: boo
     """Train a shorter budget as a cooldown branched from its width's trunk."""
     from everyscale.train.branch import branch, snapshot_path
 
-    trunk_dir = run_dir.parent / plan.trunk_of(spec.width)
+    trunk_dir = run_dir.parent / plan.trunk_of(spec.width, spec.replicate)
     return branch(
         snapshot_path(trunk_dir, _branch_start(spec, plan)),
         train_config(spec, plan, run_dir, resume),
@@ -338,6 +339,7 @@ def describe_run(spec: RunSpec, plan: LadderPlan) -> dict:
         "depth": plan.depth,
         "heads": plan.heads_for(spec.width),
         "lr": spec.lr,
+        "seed": plan.seed + spec.replicate,
         "steps": steps,
         "N": n,
         "N_total": n_total,
@@ -441,7 +443,7 @@ def train_config(spec: RunSpec, plan: LadderPlan, run_dir: Path, resume: bool):
         val_windows=plan.val_windows,
         checkpoint_every=max(1, steps // 4),
         keep_checkpoint=False,
-        seed=plan.seed,
+        seed=plan.seed + spec.replicate,
         threads=plan.threads,
         out=str(run_dir),
         resume=resume,

@@ -114,6 +114,7 @@ class RunSpec:
     width: int
     tokens: int
     lr: float | None = None
+    replicate: int = 0  # which of the plan's seeds: the run trains with seed plan.seed + this
 
 
 @dataclass(frozen=True)
@@ -137,6 +138,7 @@ class LadderPlan:
     bootstrap: int
     val_windows: int  # validation windows of `context` tokens (a fixed set)
     seed: int = 0
+    seeds: int = 1  # runs per ladder point, seeds seed .. seed + seeds - 1 (the law fits all)
     schedule: str = "wsd"
     warmup: float = 0.0  # Scion's runs use no warmup ([S], Section 5)
     cooldown: float = 0.3  # linear decay over the last 30% of steps ([S], Section 5)
@@ -167,16 +169,22 @@ class LadderPlan:
         ]
 
     def ladder_runs(self, lr: float | None = None) -> list[RunSpec]:
-        """Every width times every token budget, smallest first."""
+        """Every width times every token budget (smallest first), once per seed."""
         return [
-            RunSpec(f"ladder-w{w}-t{format_tokens(t)}", "ladder", w, t, lr)
+            RunSpec(self.ladder_name(w, t, r), "ladder", w, t, lr, r)
+            for r in range(self.seeds)
             for w in sorted(self.widths)
             for t in sorted(self.tokens)
         ]
 
-    def trunk_of(self, width: int) -> str:
+    def ladder_name(self, width: int, tokens: int, replicate: int = 0) -> str:
+        """``ladder-w64-t1M``; the second and later seeds add ``-seed1``, ``-seed2``, ..."""
+        seed = f"-seed{self.seed + replicate}" if replicate else ""
+        return f"ladder-w{width}-t{format_tokens(tokens)}{seed}"
+
+    def trunk_of(self, width: int, replicate: int = 0) -> str:
         """The name of the run whose stable phase the width's shorter budgets branch from."""
-        return f"ladder-w{width}-t{format_tokens(max(self.tokens))}"
+        return self.ladder_name(width, max(self.tokens), replicate)
 
     def target_run(self, lr: float | None = None) -> RunSpec:
         tag = f"target-w{self.target_width}-t{format_tokens(self.target_tokens)}"
@@ -395,6 +403,10 @@ def validate_plan(plan: LadderPlan, count_params: Callable[[LadderPlan, int], in
         raise ValueError(f"lr_grid: needs positive, finite learning rates, got {plan.lr_grid}")
     if plan.bootstrap < 0:
         raise ValueError(f"--bootstrap: must be >= 0, got {plan.bootstrap}")
+    if not isinstance(plan.seeds, int) or plan.seeds < 1:
+        raise ValueError(
+            f"--seeds: runs per ladder point must be an integer >= 1, got {plan.seeds!r}"
+        )
     if plan.cooldown_shape not in ("linear", "sqrt"):
         raise ValueError(
             f"--cooldown-shape: choose linear or sqrt (1 - sqrt), got {plan.cooldown_shape!r}"
