@@ -136,7 +136,9 @@ class Ladder:
         return f"{self.corpus}-s{self.seed}"
 
 
-def make_ladders(size: str, corpora: list[str], seeds: list[int], out: Path) -> list[Ladder]:
+def make_ladders(
+    size: str, corpora: list[str], seeds: list[int], out: Path, horizon_lr: bool = True
+) -> list[Ladder]:
     cfg = SIZES[size]
     ladders = []
     for corpus in corpora:
@@ -156,6 +158,7 @@ def make_ladders(size: str, corpora: list[str], seeds: list[int], out: Path) -> 
                 val_windows=cfg["val_windows"],
                 lr_steps=cfg["lr_steps"],
                 bootstrap=BOOTSTRAP,
+                horizon_lr=horizon_lr,
             )
             ladders.append(Ladder(corpus, seed, plan, out / f"{corpus}-s{seed}"))
     return ladders
@@ -496,6 +499,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", default="0,1")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument(
+        "--horizon-lr",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="the ladder's horizon learning rate (default; --no-horizon-lr: the sweep's rate for "
+        "every run). Each setting needs its own --out",
+    )
+    parser.add_argument(
         "--reuse-only",
         action="store_true",
         help="train nothing: score the finished runs only (e.g. while a benchmark runs)",
@@ -508,7 +518,7 @@ def main(argv: list[str] | None = None) -> int:
     seeds = [int(s) for s in args.seeds.split(",") if s]
 
     started, cpu = time.time(), time.process_time()
-    ladders = make_ladders(args.size, corpora, seeds, out)
+    ladders = make_ladders(args.size, corpora, seeds, out, args.horizon_lr)
     if "docs" in corpora:
         data = docs_corpus(out).read_bytes()
         print(f"docs corpus: {len(data):,} bytes, sha256 {hashlib.sha256(data).hexdigest()[:16]}")

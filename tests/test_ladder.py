@@ -667,3 +667,33 @@ def test_seeds_train_every_ladder_point_once_per_seed_and_fit_them_all(tmp_path)
     assert len(points) == 1 + len(runs)
     with pytest.raises(ValueError, match="--seeds"):
         make_plan("tiny", seeds=0)
+
+
+def test_horizon_lr_ends_each_runs_stable_phase_at_its_horizons_rate(tmp_path):
+    """Every ladder and target run decays its stable phase from where the sweep's budget ends
+    its own, so a run of D tokens ends it at (D / D0)^-0.505 (Scion at a fixed batch); the
+    sweep is untouched, and --no-horizon-lr keeps the sweep's rate for every run."""
+    from everyscale.ladder.ladder import train_config
+    from everyscale.train.extend import cooldown_start
+
+    plan = make_plan("tiny", tokens=(8192, 16384, 32768))
+    assert plan.horizon_decay == pytest.approx(0.505)
+    sweep = train_config(plan.sweep_runs()[0], plan, tmp_path, False)
+    assert sweep.power_decay == 0.0 and sweep.power_decay_from is None
+    shortest, *_, longest = [
+        train_config(s, plan, tmp_path, False) for s in plan.ladder_runs(2.0**-11)
+    ]
+    for config in (shortest, longest):
+        assert config.power_decay_from == cooldown_start(sweep)
+    f = shortest.schedule_function()
+    assert [f(s) for s in range(cooldown_start(shortest) + 1)] == [1.0] * (
+        cooldown_start(shortest) + 1
+    )
+    g = longest.schedule_function()
+    ratio = cooldown_start(longest) / cooldown_start(sweep)  # 4x the tokens
+    assert g(cooldown_start(longest)) == pytest.approx(ratio**-0.505)
+    target = train_config(plan.target_run(2.0**-11), plan, tmp_path, False)
+    assert target.power_decay == plan.horizon_decay
+    off = make_plan("tiny", tokens=(8192, 16384, 32768), horizon_lr=False)
+    assert off.horizon_decay == 0.0
+    assert train_config(off.ladder_runs(1e-3)[-1], off, tmp_path, False).power_decay == 0.0

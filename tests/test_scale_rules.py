@@ -26,6 +26,18 @@ def test_horizon_rules_follow_the_fitted_exponents():
     assert rules.horizon_lr(0.1, 2e8, 1e8, exponent=-0.5) == pytest.approx(0.1 / math.sqrt(2))
 
 
+def test_horizon_exponent_at_a_fixed_batch_takes_the_batch_rules_share_off():
+    # Along B*(D): -0.28; at a fixed batch: -0.28 - 0.45/2 (sqrt rule) or -0.28 - 0.45 (SGD),
+    # the exponent transfer_lr applies when the batch size is given and unchanged.
+    assert rules.horizon_lr_exponent("scion", fixed_batch=False) == pytest.approx(-0.28)
+    assert rules.horizon_lr_exponent("scion") == pytest.approx(-0.505)
+    assert rules.horizon_lr_exponent("sgd") == pytest.approx(-0.73)
+    same_batch = rules.transfer_lr(
+        0.01, "scion", batch_size=32, base_batch_size=32, tokens=16, base_tokens=1
+    )
+    assert same_batch == pytest.approx(0.01 * 16 ** rules.horizon_lr_exponent("scion"))
+
+
 def test_transfer_lr_combines_both_rules_and_needs_pairs():
     # 4x the batch and 4x the tokens: the horizon rule already moves the batch to
     # 32 * 4^0.45; the square-root rule covers only the rest, 128 / (32 * 4^0.45).

@@ -59,19 +59,43 @@ def test_absolute_warmup_does_not_grow_with_the_run():
         get_schedule("wsd", 10, warmup_steps=6, cooldown_steps=6)
 
 
+def test_power_decay_lowers_the_stable_phase_and_the_cooldown_starts_from_its_level():
+    """(s / S0)^-b after S0; a run of T steps with S0 = 0.7 T0 ends its stable phase at
+    (T / T0)^-b, and runs of every length agree step for step until their cooldown."""
+    b, t0 = 0.5, 40
+    f = {t: get_schedule("wsd", t, cooldown=0.3, power_decay=b, power_decay_from=28)
+         for t in (40, 80, 160)}  # fmt: skip
+    assert [f[40](s) for s in range(29)] == [1.0] * 29  # the shortest run is plain wsd
+    for t, g in f.items():
+        end_of_stable = g(round(0.7 * t))
+        assert end_of_stable == pytest.approx((t / t0) ** -b)
+        assert g(round(0.7 * t) + 1) < end_of_stable and g(t) == pytest.approx(0.0)
+        assert [g(s) for s in range(round(0.7 * t) + 1)] == [
+            f[160](s) for s in range(round(0.7 * t) + 1)
+        ]
+    assert get_schedule("constant", 100, power_decay=1.0, power_decay_from=10)(50) == 0.2
+    with pytest.raises(ValueError, match="power_decay_from"):
+        get_schedule("wsd", 100, power_decay=0.5)
+    with pytest.raises(ValueError, match="power_decay applies"):
+        get_schedule("cosine", 100, power_decay=0.5, power_decay_from=10)
+    with pytest.raises(ValueError, match="power_decay must"):
+        get_schedule("wsd", 100, power_decay=-0.5, power_decay_from=10)
+
+
 # ----------------------------------------------------------------------------- branches
 
 
-def test_a_branch_equals_the_run_trained_alone_bit_for_bit(tmp_path):
-    trunk = tiny(tmp_path, "trunk", steps=20)
-    short = tiny(tmp_path, "branch", steps=12)  # cooldown 0.3 -> 4 steps, from step 8
-    alone = tiny(tmp_path, "alone", steps=12)
+@pytest.mark.parametrize("decay", [{}, {"power_decay": 0.5, "power_decay_from": 5}])
+def test_a_branch_equals_the_run_trained_alone_bit_for_bit(tmp_path, decay):
+    trunk = tiny(tmp_path, "trunk", steps=20, **decay)
+    short = tiny(tmp_path, "branch", steps=12, **decay)  # cooldown 0.3 -> 4 steps, from step 8
+    alone = tiny(tmp_path, "alone", steps=12, **decay)
     start = cooldown_start(short)
     assert start == 8
     trunk_summary = train_trunk(trunk, [start])
     assert trunk_summary["status"] == "completed" and not trunk_summary["reused"]
     # The paused-and-resumed trunk is the trunk trained in one go.
-    straight = run(tiny(tmp_path, "straight", steps=20))
+    straight = run(tiny(tmp_path, "straight", steps=20, **decay))
     assert trunk_summary["final_val_loss"] == straight["final_val_loss"]
 
     summary = branch(
@@ -84,7 +108,9 @@ def test_a_branch_equals_the_run_trained_alone_bit_for_bit(tmp_path):
     for name, tensor in weights(alone).items():
         assert torch.equal(weights(short)[name], tensor), name
     # A second call reuses the finished branch.
-    again = branch(snapshot_path(trunk.out, start), tiny(tmp_path, "branch", steps=12, resume=True))
+    again = branch(
+        snapshot_path(trunk.out, start), tiny(tmp_path, "branch", steps=12, resume=True, **decay)
+    )
     assert again["reused"] and again["final_val_loss"] == summary["final_val_loss"]
 
 

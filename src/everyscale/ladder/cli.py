@@ -88,6 +88,14 @@ def register(subparsers) -> None:
         "every run alone (default: branches)",
     )
     p.add_argument(
+        "--horizon-lr",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="longer runs end their stable phase at their horizon's learning rate, decaying as "
+        "(step / S0)^-0.505 after the sweep budget's stable phase S0 (Scion's exponent at a "
+        "fixed batch, Filatov et al. 2025; default); --no-horizon-lr keeps the sweep's rate",
+    )
+    p.add_argument(
         "--cooldown-shape",
         choices=("linear", "sqrt"),
         default="linear",
@@ -138,6 +146,7 @@ def main(args: argparse.Namespace) -> int:
         bootstrap=args.bootstrap,
         seed=args.seed,
         seeds=args.seeds,
+        horizon_lr=args.horizon_lr,
         embeddings=args.embeddings,
         branches=args.branches,
         cooldown_shape=args.cooldown_shape,

@@ -437,6 +437,7 @@ def train_config(spec: RunSpec, plan: LadderPlan, run_dir: Path, resume: bool):
         else None,
         cooldown=plan.cooldown,
         cooldown_shape=plan.cooldown_shape,
+        **_horizon_decay(spec, plan),
         steps=steps,
         batch_size=plan.batch_size,
         eval_every=max(1, steps // 4),
@@ -449,6 +450,19 @@ def train_config(spec: RunSpec, plan: LadderPlan, run_dir: Path, resume: bool):
         resume=resume,
         quiet=True,
     )
+
+
+def _horizon_decay(spec: RunSpec, plan: LadderPlan) -> dict:
+    """The power decay of a ladder or target run's stable phase (none for the sweep, which
+    runs at the sweep's own horizon): from the end of the sweep budget's stable phase."""
+    if not plan.horizon_decay or spec.stage == "sweep":
+        return {}
+    from everyscale.train import TrainConfig
+    from everyscale.train.extend import cooldown_start
+
+    steps = plan.steps_for(min(plan.tokens))
+    sweep = TrainConfig(schedule=plan.schedule, steps=steps, cooldown=plan.cooldown)
+    return {"power_decay": plan.horizon_decay, "power_decay_from": max(1, cooldown_start(sweep))}
 
 
 def optimizer_factory(spec: RunSpec, plan: LadderPlan):

@@ -144,6 +144,9 @@ class LadderPlan:
     cooldown: float = 0.3  # linear decay over the last 30% of steps ([S], Section 5)
     cooldown_shape: str = "linear"  # or "sqrt": 1 - sqrt (Hägele et al. 2024)
     branches: bool = True  # one trunk per width, a cooldown branched per shorter budget
+    # b of the stable phase's decay (s / S0)^-b after the sweep budget's stable phase S0, so a
+    # run of D tokens ends it at the horizon's learning rate eta (D / D0)^-b (0: off).
+    horizon_decay: float = 0.0
     embeddings: bool = False  # whether N counts the token embedding and the output head
     threads: int = 1  # torch threads per run (runs train side by side, see run_ladder)
     init_radius: float | None = 1.0  # start on the preset's norm balls at this radius (None: not)
@@ -273,6 +276,7 @@ def make_plan(
     bootstrap: int | None = None,
     seed: int = 0,
     embeddings: bool = False,
+    horizon_lr: bool = True,
     count_params: Callable[[LadderPlan, int], int] | None = None,
     **overrides,
 ) -> LadderPlan:
@@ -280,6 +284,9 @@ def make_plan(
 
     ``count_params(plan, width)`` returns ``N`` for a width (default: build the GPT and count,
     see :func:`model_params`); it is used to check that the target is really larger.
+    ``horizon_lr``: longer runs end their stable phase at the learning rate of their horizon,
+    ``eta (D / D0)^g`` with the preset's exponent at a fixed batch size
+    (:func:`everyscale.scale.horizon_lr_exponent`: -0.505 for Scion), D0 the sweep's budget.
     Raises ``ValueError`` naming the option to change when the plan cannot identify the law or
     the target is not a real extrapolation.
     """
@@ -317,12 +324,20 @@ def make_plan(
         bootstrap=int(bootstrap if bootstrap is not None else defaults["bootstrap"]),
         seed=seed,
         embeddings=embeddings,
+        horizon_decay=_horizon_decay(preset) if horizon_lr else 0.0,
         **{k: v for k, v in defaults.items() if k not in ("lr_steps", "bootstrap")},
     )
     if plan.target_width == 0:
         plan = dataclasses.replace(plan, target_width=auto_target_width(plan, count_params))
     validate_plan(plan, count_params)
     return plan
+
+
+def _horizon_decay(preset: str) -> float:
+    from everyscale.scale import horizon_lr_exponent
+
+    default_lr(preset)  # an unknown preset is named as --optimizer first
+    return -horizon_lr_exponent(preset, fixed_batch=True)
 
 
 def default_lr(preset: str) -> float:

@@ -140,6 +140,20 @@ def horizon_lr(
     return lr * ratio**exponent
 
 
+def horizon_lr_exponent(preset: str, *, fixed_batch: bool = True) -> float:
+    """The exponent g of ``eta*(D) ~ D^g`` that :func:`transfer_lr` applies to ``preset``.
+
+    Along the optimal batch size ``B*(D)``: [F]'s ``-0.28``. At a fixed batch size the batch
+    rule's share of that growth comes off too: ``-0.28 - 0.45 / 2 = -0.505`` for the
+    normalized presets (``sqrt(B)`` rule), ``-0.28 - 0.45 = -0.73`` for SGD (``B`` rule).
+    """
+    family = update_family(preset)
+    if not fixed_batch:
+        return HORIZON_LR_EXPONENT
+    batch_power = 1.0 if family == "linear" else 0.5
+    return HORIZON_LR_EXPONENT - batch_power * HORIZON_BATCH_EXPONENT
+
+
 def horizon_batch_size(
     batch_size: int, tokens: float, base_tokens: float, exponent: float = HORIZON_BATCH_EXPONENT
 ) -> int:
@@ -177,9 +191,7 @@ def transfer_lr(
     if batch_size is not None:
         lr = batch_size_lr(lr, batch_size, base_batch_size, preset)
     if tokens is not None:
-        exponent = HORIZON_LR_EXPONENT
-        if batch_size is not None:  # the batch growth along B*(D) was counted just above
-            batch_power = 1.0 if update_family(preset) == "linear" else 0.5
-            exponent -= batch_power * HORIZON_BATCH_EXPONENT
+        # With a batch size given, its growth along B*(D) was counted just above.
+        exponent = horizon_lr_exponent(preset, fixed_batch=batch_size is not None)
         lr = horizon_lr(lr, tokens, base_tokens, exponent)
     return _nonnegative_lr(lr)

@@ -37,6 +37,9 @@ _HELP = {
     "warmup_steps": "warmup in steps (replaces --warmup; default: from --warmup)",
     "cooldown_steps": "cooldown in steps, wsd only (replaces --cooldown; default: from --cooldown)",
     "cooldown_shape": "wsd cooldown shape: linear or sqrt (1 - sqrt, Hägele et al. 2024)",
+    "power_decay": "exponent b of a stable-phase decay (step / --power-decay-from)^-b, "
+    "constant and wsd only (0: none)",
+    "power_decay_from": "the step where --power-decay starts",
     "steps": "optimizer steps",
     "batch_size": "examples (windows or images) per step",
     "grad_accum": "micro-batches per step (gradient accumulation)",

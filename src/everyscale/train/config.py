@@ -55,6 +55,9 @@ class TrainConfig:
     recipe [S]) and 0 for the other schedules; ``warmup_steps`` and ``cooldown_steps``, when
     given, replace those fractions by absolute step counts (what WSD branches need), and
     ``cooldown_shape`` is ``linear`` or ``sqrt`` (``1 - sqrt``, Hägele et al. 2024).
+    ``power_decay`` b > 0 decays the stable phase of ``constant``/``wsd`` as
+    ``(step / power_decay_from)^-b`` after step ``power_decay_from`` (a longer run ends its
+    stable phase at a lower rate, as the best rate falls with the horizon).
     ``batch_size`` is examples per optimizer step, split into ``grad_accum`` equal
     micro-batches. ``clip`` is a max global gradient norm (``None``: no clipping).
     ``eval_every=0`` evaluates only at the end; otherwise also at step 0 and every
@@ -81,6 +84,8 @@ class TrainConfig:
     warmup_steps: int | None = None
     cooldown_steps: int | None = None
     cooldown_shape: str = "linear"
+    power_decay: float = 0.0
+    power_decay_from: int | None = None
     steps: int = 100
     batch_size: int = 32
     grad_accum: int = 1
@@ -152,6 +157,8 @@ class TrainConfig:
             warmup_steps=self.warmup_steps,
             cooldown_steps=self.cooldown_steps,
             cooldown_shape=self.cooldown_shape,
+            power_decay=self.power_decay,
+            power_decay_from=self.power_decay_from,
         )
 
     def validate(self, check_optimizer: bool = True) -> None:

@@ -35,7 +35,17 @@ __all__ = [
 ]
 
 SCHEDULE_FIELDS = frozenset(
-    {"schedule", "steps", "warmup", "cooldown", "warmup_steps", "cooldown_steps", "cooldown_shape"}
+    {
+        "schedule",
+        "steps",
+        "warmup",
+        "cooldown",
+        "warmup_steps",
+        "cooldown_steps",
+        "cooldown_shape",
+        "power_decay",
+        "power_decay_from",
+    }
 )
 
 

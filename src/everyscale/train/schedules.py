@@ -18,6 +18,15 @@ where decaying schedules reach 0). It works with any optimizer, e.g. through
 Any schedule can start with a linear warmup over the first ``W`` steps: ``(s + 1) / W`` for
 ``s < W``, so the first update already moves; the decay then runs over the remaining steps.
 
+``constant`` and ``wsd`` can decay their stable phase as a power of the step,
+``(s / S0)^-b`` from step ``S0`` on (``power_decay_from``, ``power_decay`` = b), and the
+``wsd`` cooldown then starts from the level its stable phase reached. A run of ``T`` steps
+whose stable phase ends at ``0.7 T`` so ends it at ``(T / T0)^-b`` when ``S0 = 0.7 T0``: the
+learning rate of a longer horizon, ``eta*(D) ~ D^-b`` (Filatov et al. 2025 fit it for Scion),
+reached without knowing the horizon in advance, so that runs of every length still share
+their stable phase step for step (the Power scheduler of Shen et al. 2024 decays the same
+way, ``lr ~ step^-b``, for the same reason).
+
 Warmup and cooldown are given as fractions of the run (``warmup``, ``cooldown``) or as
 absolute step counts (``warmup_steps``, ``cooldown_steps``, which win when given). Absolute
 counts are what WSD branches need: runs of different lengths share their warmup and stable
@@ -53,6 +62,8 @@ def get_schedule(
     warmup_steps: int | None = None,
     cooldown_steps: int | None = None,
     cooldown_shape: CooldownShape = "linear",
+    power_decay: float = 0.0,
+    power_decay_from: int | None = None,
 ) -> Callable[[int], float]:
     """The multiplier ``f(step)`` of the base learning rate (see the module docstring).
 
@@ -64,6 +75,9 @@ def get_schedule(
         warmup_steps: the warmup in steps (replaces ``warmup``), in [0, T).
         cooldown_steps: the cooldown in steps (replaces ``cooldown``), in [0, T]; ``wsd`` only.
         cooldown_shape: ``linear`` or ``sqrt`` (``1 - sqrt``); ``wsd`` only.
+        power_decay: the exponent b >= 0 of the stable phase's decay ``(s / S0)^-b``;
+            ``constant`` and ``wsd`` only (0: no decay).
+        power_decay_from: S0 >= 1, the step where that decay starts (needed when b > 0).
 
     Raises:
         ValueError: unknown name or shape, non-positive ``total_steps``, fractions or step
@@ -92,7 +106,29 @@ def get_schedule(
             f"warmup ({warm} steps) + cooldown ({cool} steps) exceed the run of {total_steps} "
             "steps: make their sum <= 1 (as fractions) or <= --steps (as step counts)"
         )
-    return _schedule_function(name, total_steps, warm, cool, cooldown_shape)
+    stable = _stable_phase(name, power_decay, power_decay_from)
+    return _schedule_function(name, total_steps, warm, cool, cooldown_shape, stable)
+
+
+def _stable_phase(name: str, exponent: float, start: int | None) -> Callable[[int], float] | None:
+    """The stable phase's multiplier ``(s / S0)^-b`` after ``S0`` (None: 1 throughout)."""
+    if isinstance(exponent, bool) or not isinstance(exponent, (int, float)):
+        raise ValueError(f"power_decay must be a number >= 0, got {exponent!r}")
+    if not (math.isfinite(exponent) and exponent >= 0):
+        raise ValueError(f"power_decay must be a finite number >= 0, got {exponent!r}")
+    if exponent == 0:
+        return None
+    if name not in ("constant", "wsd"):
+        raise ValueError(
+            f"power_decay applies to the constant and wsd schedules (their stable phase), not "
+            f"{name!r}; use --schedule wsd or drop --power-decay"
+        )
+    if isinstance(start, bool) or not isinstance(start, int) or start < 1:
+        raise ValueError(
+            f"power_decay_from: the step where the power decay starts, an integer >= 1, "
+            f"got {start!r}"
+        )
+    return lambda step: 1.0 if step <= start else (step / start) ** -exponent
 
 
 def _steps_of(label: str, fraction: float, steps: int | None, total_steps: int) -> int:
@@ -112,21 +148,28 @@ def _steps_of(label: str, fraction: float, steps: int | None, total_steps: int) 
 
 
 def _schedule_function(
-    name: str, total_steps: int, warm: int, cool: int, shape: CooldownShape
+    name: str,
+    total_steps: int,
+    warm: int,
+    cool: int,
+    shape: CooldownShape,
+    stable: Callable[[int], float] | None = None,
 ) -> Callable[[int], float]:
     decay_steps = total_steps - warm  # where linear / cosine decay runs
+    level = stable or (lambda step: 1.0)  # the stable phase's multiplier
 
     def schedule(step: int) -> float:
         if step < warm:
             return (step + 1) / warm
         if name == "constant":
-            return 1.0
+            return level(step)
         if name == "wsd":
             remaining = total_steps - step
             if cool == 0 or remaining >= cool:
-                return 1.0
+                return level(step)
             left = max(0.0, remaining / cool)  # 1 - p
-            return left if shape == "linear" else 1.0 - math.sqrt(1.0 - left)
+            top = level(total_steps - cool)  # where the stable phase ended
+            return top * (left if shape == "linear" else 1.0 - math.sqrt(1.0 - left))
         # A warmup that fills the whole run leaves no decay phase: the end (step T) is 0.
         progress = min(1.0, (step - warm) / decay_steps) if decay_steps else 1.0
         if name == "linear":
