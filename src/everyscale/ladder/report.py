@@ -102,6 +102,19 @@ def _lr_label(lr: float) -> str:
     return f"2^{round(k)} = {lr:.4g}" if abs(k - round(k)) < 1e-9 else f"{lr:.4g}"
 
 
+def _horizon_line(plan: LadderPlan) -> str:
+    if not plan.horizon_decay:
+        return "- every run keeps the sweep's learning rate until its cooldown (`--no-horizon-lr`)"
+    return (
+        f"- horizon learning rate: after the stable phase of the sweep's budget "
+        f"({format_tokens(min(plan.tokens))} tokens) the rate decays as (step / S0)^-"
+        f"{plan.horizon_decay:g}, so a run of D tokens ends its stable phase at "
+        f"lr x (D / {format_tokens(min(plan.tokens))})^-{plan.horizon_decay:g} (Scion's horizon "
+        "exponent at a fixed batch size, Filatov et al. 2025) and every run still branches "
+        "from its width's trunk"
+    )
+
+
 def render_markdown(plan: LadderPlan, result: dict) -> str:
     """The human-readable report of a (finished or failed) ladder."""
     runs = result.get("runs", [])
@@ -120,8 +133,9 @@ def render_markdown(plan: LadderPlan, result: dict) -> str:
         f"{plan.seed}",
         f"- GPT, depth {plan.depth}, attention heads 16 wide, context {plan.context}, batch "
         f"{plan.batch_size} sequences ({plan.tokens_per_step:,} tokens per step)",
-        f"- schedule `{plan.schedule}`: warmup {plan.warmup:.0%}, linear decay to zero over the "
-        f"last {plan.cooldown:.0%} of steps, so every run ends annealed",
+        f"- schedule `{plan.schedule}`: warmup {plan.warmup:.0%}, {plan.cooldown_shape} decay "
+        f"to zero over the last {plan.cooldown:.0%} of steps, so every run ends annealed",
+        _horizon_line(plan),
         f"- `N` counts parameters **{'with' if plan.embeddings else 'without'}** the token "
         f"embedding and the output head (2 x 256 x width; positions are rotary); `D` = tokens "
         f"seen = steps x {plan.tokens_per_step:,}; compute `C = 6ND` (head and attention "
