@@ -1,6 +1,6 @@
 """Benchmark: how well does the ladder's law predict held-out runs, against naive guesses?
 
-Many small ladders (corpora x seeds), each with three held-out targets: more parameters
+Many small ladders (corpora x seeds), each with several held-out targets: more parameters
 (>= 4x the largest ladder model's N), more tokens (4x the largest budget), and both. Every
 prediction method is scored on every target: the relative error of each law (and counting of
 N) and of each naive guess, per corpus, on average and at worst, and the coverage and median
@@ -17,16 +17,21 @@ Corpora: ``stdlib`` (this Python's sources), ``shakespeare`` (tinyshakespeare.tx
 ``*.md`` and ``*.rst`` file under site-packages, sorted by path, concatenated once into
 ``OUT/docs.txt``; its size and SHA-256 are printed, since another machine's packages differ).
 
-Size (the default ``--size small``): per ladder, widths 16, 32, 48, 64 (depth 2, context 32,
-batch 8: 256 tokens a step) x 16k, 32k, 64k tokens (64 to 256 steps), a 5-point
-learning-rate sweep (2^-13 .. 2^-9) at width 16 x 16k; four held-out targets: width 128 (4.0x
-N) at 64k, width 128 at 128k (4x N, 2x D), width 64 at 256k (4x D), width 128 at 256k (both);
-3 corpora x 2 seeds = 6 ladders, 24 held-out targets (each ladder stage: 12 runs, 0.7x the
-tokens of training them alone), about 26k optimizer steps in all. The CPU time is printed
-with the table.
+Size (the default ``--size demo``): per ladder, the ladder of ``make demo`` (widths 32, 48,
+64 at depth 2, context 64, batch 16: 1,024 tokens a step, x 256k, 512k, 1M tokens, 256 to
+1,024 steps), a 5-point learning-rate sweep (2^-13 .. 2^-9) at width 32 x 256k; four held-out
+targets: width 128 (4.0x N) at 1M, width 96 at 2M (2.25x N, 2x D), width 128 at 2M (both),
+width 64 at 4M (4x D); 3 corpora x 2 seeds = 6 ladders, 24 held-out targets (each ladder
+stage: 9 runs, 0.7x the tokens of training them alone), then width 16 added to every ladder
+(a design variant). ``--size short`` is the first, cheaper size (64 to 256 steps). Design
+variants scored from the same runs: two seeds per point (their mean, or both as points), two
+seeds at the smallest width only, an extra narrow width. ``--no-horizon-lr`` trains every run
+at the sweep's learning rate (the old design; it needs its own ``--out``). The CPU time is
+printed with the table.
 
     .venv/bin/python benchmarks/ladder_accuracy.py [--out runs/bench-ladder] [--workers 2]
-        [--corpora stdlib,shakespeare,docs] [--seeds 0,1] [--markdown PATH] [--json PATH]
+        [--corpora stdlib,shakespeare,docs] [--seeds 0,1] [--size demo|short]
+        [--no-horizon-lr] [--reuse-only] [--markdown PATH] [--json PATH]
 """
 
 from __future__ import annotations

@@ -71,7 +71,9 @@ def test_parse_lists_and_target():
 def test_every_budget_plans_an_identifiable_ladder_and_a_real_extrapolation(budget):
     plan = make_plan(budget, count_params=hand_count)
     ladder = plan.ladder_runs(lr=0.01)
-    assert len(ladder) == len(plan.widths) * len(plan.tokens) >= 6
+    points = {(r.width, r.tokens) for r in ladder}
+    assert len(points) == len(plan.widths) * len(plan.tokens) >= 6
+    assert len(ladder) == sum(plan.seeds_at(w) for w in plan.widths) * len(plan.tokens)
     assert len({r.name for r in ladder}) == len(ladder)
     assert len(set(plan.widths)) >= 3 and len(set(plan.tokens)) >= 2
     # The sweep runs on the smallest model with the smallest budget, one run per lr.
@@ -697,3 +699,23 @@ def test_horizon_lr_ends_each_runs_stable_phase_at_its_horizons_rate(tmp_path):
     off = make_plan("tiny", tokens=(8192, 16384, 32768), horizon_lr=False)
     assert off.horizon_decay == 0.0
     assert train_config(off.ladder_runs(1e-3)[-1], off, tmp_path, False).power_decay == 0.0
+
+
+def test_smallest_seeds_add_runs_at_the_smallest_width_only():
+    """The budgets train two seeds at the smallest width (cheapest runs, whose noise weighs
+    most on the fitted exponents) and one elsewhere; each seed has its own trunk."""
+    from everyscale.ladder.ladder import ladder_tokens, split_trunks
+
+    plan = make_plan("small")
+    assert plan.smallest_seeds == 2 and plan.seeds == 1
+    runs = plan.ladder_runs(2.0**-11)
+    extra = [r for r in runs if r.replicate == 1]
+    assert {r.width for r in extra} == {min(plan.widths)}
+    assert len(extra) == len(plan.tokens) and len(runs) == (len(plan.widths) + 1) * len(plan.tokens)
+    trunks, _ = split_trunks(runs, plan)
+    assert len(trunks) == len(plan.widths) + 1
+    assert ladder_tokens(plan)["ratio"] <= 0.75
+    both = make_plan("tiny", seeds=2, smallest_seeds=3)
+    assert [both.seeds_at(w) for w in both.widths] == [3, 2, 2]
+    with pytest.raises(ValueError, match="--smallest-seeds"):
+        make_plan("tiny", smallest_seeds=0)

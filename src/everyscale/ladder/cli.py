@@ -71,7 +71,13 @@ def register(subparsers) -> None:
         "--seeds",
         type=int,
         help="runs per ladder point, with seeds --seed, --seed + 1, ... (the law is fitted to "
-        "all; default: the budget's)",
+        "all; default 1)",
+    )
+    p.add_argument(
+        "--smallest-seeds",
+        type=int,
+        help="runs per point at the smallest width, where runs are cheapest and their noise "
+        "weighs most on the fit (default: the budget's, 2 for small, medium and large)",
     )
     p.add_argument(
         "--embeddings",
@@ -146,6 +152,7 @@ def main(args: argparse.Namespace) -> int:
         bootstrap=args.bootstrap,
         seed=args.seed,
         seeds=args.seeds,
+        smallest_seeds=args.smallest_seeds,
         horizon_lr=args.horizon_lr,
         embeddings=args.embeddings,
         branches=args.branches,

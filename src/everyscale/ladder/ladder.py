@@ -278,13 +278,13 @@ def branch_tokens(plan: LadderPlan, tokens: int) -> int:
 
 def ladder_tokens(plan: LadderPlan) -> dict:
     """Tokens the ladder stage trains, with branches and with every run trained alone."""
-    points = len(plan.widths) * plan.seeds
-    alone = sum(plan.steps_for(t) * plan.tokens_per_step for t in plan.tokens) * points
+    trunks = sum(plan.seeds_at(w) for w in plan.widths)  # one per width and seed
+    alone = sum(plan.steps_for(t) * plan.tokens_per_step for t in plan.tokens) * trunks
     if not plan.branches:
         return {"trained": alone, "alone": alone, "ratio": 1.0}
     longest = plan.steps_for(max(plan.tokens)) * plan.tokens_per_step
     cooldowns = sum(branch_tokens(plan, t) for t in plan.tokens if t != max(plan.tokens))
-    trained = (longest + cooldowns) * points
+    trained = (longest + cooldowns) * trunks
     return {"trained": trained, "alone": alone, "ratio": trained / alone}
 
 

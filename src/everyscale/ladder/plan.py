@@ -74,6 +74,7 @@ _BUDGET_DEFAULTS: dict[str, dict] = {
         lr_steps=(-1, 0, 1, 2, 3),
         bootstrap=400,
         val_windows=256,
+        smallest_seeds=2,
     ),
     "medium": dict(
         widths=(32, 48, 64, 96),
@@ -86,6 +87,7 @@ _BUDGET_DEFAULTS: dict[str, dict] = {
         lr_steps=(-2, -1, 0, 1, 2, 3),
         bootstrap=1000,
         val_windows=512,
+        smallest_seeds=2,
     ),
     "large": dict(
         widths=(64, 96, 128, 192),
@@ -98,6 +100,7 @@ _BUDGET_DEFAULTS: dict[str, dict] = {
         lr_steps=(-2, -1, 0, 1, 2, 3),
         bootstrap=2000,
         val_windows=1024,
+        smallest_seeds=2,
     ),
 }
 
@@ -139,6 +142,7 @@ class LadderPlan:
     val_windows: int  # validation windows of `context` tokens (a fixed set)
     seed: int = 0
     seeds: int = 1  # runs per ladder point, seeds seed .. seed + seeds - 1 (the law fits all)
+    smallest_seeds: int = 1  # runs per point at the smallest width (at least ``seeds``)
     schedule: str = "wsd"
     warmup: float = 0.0  # Scion's runs use no warmup ([S], Section 5)
     cooldown: float = 0.3  # linear decay over the last 30% of steps ([S], Section 5)
@@ -175,10 +179,16 @@ class LadderPlan:
         """Every width times every token budget (smallest first), once per seed."""
         return [
             RunSpec(self.ladder_name(w, t, r), "ladder", w, t, lr, r)
-            for r in range(self.seeds)
+            for r in range(max(self.seeds, self.smallest_seeds))
             for w in sorted(self.widths)
+            if r < self.seeds_at(w)
             for t in sorted(self.tokens)
         ]
+
+    def seeds_at(self, width: int) -> int:
+        """Runs per ladder point at ``width``: ``smallest_seeds`` at the smallest width (where
+        a run is cheapest and its noise weighs most on the fit), ``seeds`` elsewhere."""
+        return max(self.seeds, self.smallest_seeds) if width == min(self.widths) else self.seeds
 
     def ladder_name(self, width: int, tokens: int, replicate: int = 0) -> str:
         """``ladder-w64-t1M``; the second and later seeds add ``-seed1``, ``-seed2``, ..."""
@@ -418,10 +428,11 @@ def validate_plan(plan: LadderPlan, count_params: Callable[[LadderPlan, int], in
         raise ValueError(f"lr_grid: needs positive, finite learning rates, got {plan.lr_grid}")
     if plan.bootstrap < 0:
         raise ValueError(f"--bootstrap: must be >= 0, got {plan.bootstrap}")
-    if not isinstance(plan.seeds, int) or plan.seeds < 1:
-        raise ValueError(
-            f"--seeds: runs per ladder point must be an integer >= 1, got {plan.seeds!r}"
-        )
+    for flag, value in (("--seeds", plan.seeds), ("--smallest-seeds", plan.smallest_seeds)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(
+                f"{flag}: runs per ladder point must be an integer >= 1, got {value!r}"
+            )
     if plan.cooldown_shape not in ("linear", "sqrt"):
         raise ValueError(
             f"--cooldown-shape: choose linear or sqrt (1 - sqrt), got {plan.cooldown_shape!r}"
