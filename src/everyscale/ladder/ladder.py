@@ -112,10 +112,10 @@ def _run_stages(
 
     specs = [*plan.sweep_runs(), *plan.ladder_runs(), *([plan.target_run()] if check else [])]
     bar = tqdm(
-        total=round(sum(_run_cost(plan, s) for s in specs), 1),
+        total=sum(_cost_units(plan, s) for s in specs),
         disable=not progress,
         desc="ladder",
-        unit="run-equiv",
+        unit="run/10",
         bar_format="{desc}: {percentage:3.0f}%|{bar}| [{elapsed}<{remaining}] {postfix}",
     )
     pool = None
@@ -146,7 +146,7 @@ def _run_stages(
             if phase is not None:
                 record["phase"] = phase
             records[record["name"]] = record
-            bar.update(round(_run_cost(plan, _spec_of(stage_specs, record["name"])), 1))
+            bar.update(_cost_units(plan, _spec_of(stage_specs, record["name"])))
             if record["status"] == "diverged" and not may_diverge:
                 # Keep the records of the runs that finished, then stop.
                 result["runs"].extend(records.values())
@@ -245,6 +245,11 @@ def _spec_of(specs: list[RunSpec], name: str) -> RunSpec:
 
 
 # ----------------------------------------------------------------------------- runs
+
+
+def _cost_units(plan: LadderPlan, spec: RunSpec) -> int:
+    """A run's cost for the progress bar in whole tenths (integers add up exactly)."""
+    return max(1, round(10 * _run_cost(plan, spec)))
 
 
 def _run_cost(plan: LadderPlan, spec: RunSpec) -> float:
