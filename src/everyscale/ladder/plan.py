@@ -47,9 +47,10 @@ TARGET_FACTOR = 4.0
 
 # Budget presets. The sweep's grid is the preset's default learning rate (everyscale.optim's
 # DEFAULT_LR, e.g. 2^-12 for scion) times 2^k for k in ``lr_steps``. "tiny" exists for tests
-# (seconds); "small" is `make demo` (at most 10 minutes on 2 cores, held-out run included:
-# measured about 3 minutes on 2 idle cores); "medium" is the run behind docs/ladder.md (about
-# 11 minutes on 2 idle cores); "large" has not been run.
+# (seconds); "small" is `make demo` (at most 5 minutes on 2 cores, held-out run included:
+# measured 2 min 14 s on 2 idle cores); "medium" is the run behind docs/ladder.md (about
+# 7 minutes on 2 idle cores); "large" has not been run. The three train two seeds at the
+# smallest width (``smallest_seeds``), chosen on benchmarks/ladder_accuracy.py.
 _BUDGET_DEFAULTS: dict[str, dict] = {
     "tiny": dict(
         widths=(16, 24, 32),
