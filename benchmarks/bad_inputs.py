@@ -186,7 +186,7 @@ def case(group: str, name: str):
 @case("run folders", "two `train` processes on one --out at once")
 def two_writers(work: Path) -> Outcome:
     out = work / "shared-run"
-    steps = 600
+    steps = 4000  # long enough that the second writer arrives while the first trains
     argv = ["train", *TINY_GPT, "--data", str(work / "corpus.txt"), "--out", str(out)]
     first = subprocess.Popen(
         [sys.executable, "-m", "everyscale.cli", *argv, "--steps", str(steps)],
@@ -589,6 +589,21 @@ def ladder_preset_alias(work: Path) -> Outcome:
     result = cli("ladder", "--budget", "tiny", "--preset", "nope", "--out", str(work / "ladder"))
     expected = result.clean_error and "deprecated" in result.err and "--optimizer" in result.err
     return Outcome(result, expected and not (work / "ladder").exists(), note=result.err[-120:])
+
+
+@case("grammar", "ladder --smallest-seeds 0 is refused before anything trains")
+def ladder_zero_seeds(work: Path) -> Outcome:
+    result = cli("ladder", "--budget", "tiny", "--smallest-seeds", "0", "--out", str(work / "l0"))
+    expected = result.clean_error and "--smallest-seeds" in result.err and one_line(result)
+    return Outcome(result, expected and not (work / "l0").exists(), note=result.err[-120:])
+
+
+@case("grammar", "train --power-decay without --power-decay-from says where it starts")
+def power_decay_without_start(work: Path) -> Outcome:
+    out = work / "power"
+    result = cli("train", *TINY_GPT, "--schedule", "wsd", "--power-decay", "0.5", "--out", str(out))
+    expected = result.clean_error and "power_decay_from" in result.err and one_line(result)
+    return Outcome(result, expected and not (out / "summary.json").exists(), note=result.err[-120:])
 
 
 @case("grammar", "transfer --option KEY=VALUE applies to every optimizer")
