@@ -130,7 +130,9 @@ def render_markdown(plan: LadderPlan, result: dict) -> str:
         "## Setup",
         "",
         f"- preset `{plan.preset}`, data `{plan.data}` (byte-level, vocabulary 256), seed "
-        f"{plan.seed}",
+        f"{plan.seed}; runs per ladder point: "
+        + ", ".join(f"{plan.seeds_at(w)} at width {w}" for w in plan.widths)
+        + " (the law is fitted to every run)",
         f"- GPT, depth {plan.depth}, attention heads 16 wide, context {plan.context}, batch "
         f"{plan.batch_size} sequences ({plan.tokens_per_step:,} tokens per step)",
         f"- schedule `{plan.schedule}`: warmup {plan.warmup:.0%}, {plan.cooldown_shape} decay "
