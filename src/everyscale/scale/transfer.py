@@ -404,24 +404,17 @@ class SweepConfig:
         self, optimizer: str, lr: float, proxy: Mapping[str, Sequence[int]]
     ) -> Callable[[nn.Module], torch.optim.Optimizer]:
         """:func:`make_optimizer_factory` with this sweep's settings, relative to ``proxy``."""
-        return make_optimizer_factory(
-            optimizer,
-            lr,
-            proxy,
-            alpha=self.alpha,
-            width_rule=self.width_rule,
-            init=self.init,
-            options=self.options.get(optimizer),
-        )
+        return make_optimizer_factory(optimizer, lr, proxy, **self._factory_settings(optimizer))
 
     def optimizer_fingerprint(
         self, optimizer: str, lr: float, proxy: Mapping[str, Sequence[int]]
     ) -> dict:
         """:func:`factory_fingerprint` of :meth:`optimizer_factory` (what a reuse must match)."""
-        return factory_fingerprint(
-            optimizer,
-            lr,
-            proxy,
+        return factory_fingerprint(optimizer, lr, proxy, **self._factory_settings(optimizer))
+
+    def _factory_settings(self, optimizer: str) -> dict:
+        """The keyword settings the factory and its fingerprint share (one list for both)."""
+        return dict(
             alpha=self.alpha,
             width_rule=self.width_rule,
             init=self.init,
