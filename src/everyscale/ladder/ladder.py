@@ -442,7 +442,7 @@ def train_config(spec: RunSpec, plan: LadderPlan, run_dir: Path, resume: bool):
         else None,
         cooldown=plan.cooldown,
         cooldown_shape=plan.cooldown_shape,
-        **_horizon_decay(spec, plan),
+        **_power_decay(spec, plan),
         steps=steps,
         batch_size=plan.batch_size,
         eval_every=max(1, steps // 4),
@@ -457,17 +457,13 @@ def train_config(spec: RunSpec, plan: LadderPlan, run_dir: Path, resume: bool):
     )
 
 
-def _horizon_decay(spec: RunSpec, plan: LadderPlan) -> dict:
+def _power_decay(spec: RunSpec, plan: LadderPlan) -> dict:
     """The power decay of a ladder or target run's stable phase (none for the sweep, which
-    runs at the sweep's own horizon): from the end of the sweep budget's stable phase."""
+    runs at the sweep's own horizon): from where a sweep run's cooldown starts."""
     if not plan.horizon_decay or spec.stage == "sweep":
         return {}
-    from everyscale.train import TrainConfig
-    from everyscale.train.extend import cooldown_start
-
-    steps = plan.steps_for(min(plan.tokens))
-    sweep = TrainConfig(schedule=plan.schedule, steps=steps, cooldown=plan.cooldown)
-    return {"power_decay": plan.horizon_decay, "power_decay_from": max(1, cooldown_start(sweep))}
+    start = _branch_start(plan.sweep_runs()[0], plan)
+    return {"power_decay": plan.horizon_decay, "power_decay_from": max(1, start)}
 
 
 def optimizer_factory(spec: RunSpec, plan: LadderPlan):
@@ -559,7 +555,9 @@ def fit_and_predict(points_path: Path, plan: LadderPlan, ladder: list[dict], tar
     fits, predictions = {}, {}
     with planned_extrapolation():  # the held-out model is beyond the ladder by design
         for law in (PRIMARY_LAW, SECONDARY_LAW):
-            _fit_one(law, points, plan, target, fits, predictions)
+            fits[law], entry = _fit_one(law, points, plan, target)
+            if entry is not None:
+                predictions[law] = entry
     primary = predictions[PRIMARY_LAW]
     return {
         "law": PRIMARY_LAW,
@@ -578,8 +576,9 @@ def fit_and_predict(points_path: Path, plan: LadderPlan, ladder: list[dict], tar
     }
 
 
-def _fit_one(law: str, points, plan: LadderPlan, target: dict, fits: dict, predictions: dict):
-    """Fit ``law`` and predict the target with both intervals (into ``fits``/``predictions``)."""
+def _fit_one(law: str, points, plan: LadderPlan, target: dict) -> tuple[dict, dict | None]:
+    """Fit ``law`` and predict the target with both intervals: the fit as JSON and the
+    prediction entry (None, with the error in the fit, when a secondary law cannot be fitted)."""
     from everyscale import laws
 
     try:
@@ -589,9 +588,7 @@ def _fit_one(law: str, points, plan: LadderPlan, target: dict, fits: dict, predi
     except ValueError as err:
         if law == PRIMARY_LAW:
             raise LadderError(f"the {law} law cannot be fitted to this ladder: {err}") from err
-        fits[law] = {"error": str(err)}
-        return
-    fits[law] = json.loads(fit.to_json())
+        return {"error": str(err)}, None
     inputs = {"N": float(target["N"]), "D": float(target["D"])}
     entry = {"prediction": float(fit.predict(**inputs))}
     if plan.bootstrap:
@@ -603,7 +600,7 @@ def _fit_one(law: str, points, plan: LadderPlan, target: dict, fits: dict, predi
     entry["sigma_residual"] = noise.residual_sigma(fit, points)
     lo, hi = noise.noisy_interval(fit, entry["sigma_residual"], INTERVAL_LEVEL, plan.seed, **inputs)
     entry["interval"] = [lo, hi]
-    predictions[law] = entry
+    return json.loads(fit.to_json()), entry
 
 
 def _load_or_make_prediction(
